@@ -1,0 +1,1 @@
+"""BRAIN (port 8100): webhook intake, Phoenix 95 scoring, Kelly sizing."""

@@ -1,0 +1,65 @@
+"""BRAIN's app factory: dependencies opened in the lifespan, closed on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from services.brain.pipeline import SignalPipeline
+from services.brain.ratelimit import RateLimiter
+from services.brain.routes import build_router
+from services.brain.settings import BrainSettings
+from shared.config import is_placeholder
+from shared.db import create_engine, session_factory
+from shared.http import add_unavailable_handler, api_key_auth
+from shared.messaging import Broker
+from shared.observability.logging import get_logger
+from shared.observability.metrics import instrument
+from shared.redis import Keys, create_redis
+
+log = get_logger(__name__)
+
+
+def create_app(settings: BrainSettings | None = None) -> FastAPI:
+    settings = settings or BrainSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook_secret is None or is_placeholder(settings.webhook_secret):
+            log.warning("WEBHOOK_SECRET is not set: every webhook will be refused with 401")
+        broker = Broker(settings, producer="brain")
+        await broker.connect()
+        redis = create_redis(settings)
+        engine = create_engine(settings.database_url.get_secret_value())
+        pipeline = SignalPipeline(settings, redis, broker, session_factory(engine))
+        app.state.broker, app.state.redis, app.state.engine = broker, redis, engine
+        app.state.pipeline = pipeline
+        app.state.rate_limiter = RateLimiter(
+            redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
+        )
+        relay = asyncio.create_task(pipeline.run_relay(), name="outbox-relay")
+        log.info("BRAIN ready", webhook=f"http://{settings.host}:{settings.port}/webhook",
+                 docs=f"http://{settings.host}:{settings.port}/docs")
+        try:
+            yield
+        finally:
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            await broker.close()
+            await redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Phoenix 95 BRAIN",
+        description="TradingView webhook intake, Phoenix 95 scoring and Kelly sizing.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    instrument(app, settings.service_name)
+    add_unavailable_handler(app)
+    app.include_router(build_router(settings, api_key_auth(settings)))
+    return app

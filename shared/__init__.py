@@ -1,0 +1,4 @@
+"""Phoenix 95's own library: configuration, message contracts, messaging, storage and observability.
+
+Services share nothing but what lives here.
+"""

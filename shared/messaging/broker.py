@@ -1,0 +1,123 @@
+"""One robust connection per service: confirmed publishing and the topology declared on connect."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+import aio_pika
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection, AbstractRobustExchange
+from aio_pika.exceptions import AMQPError
+from yarl import URL
+
+from shared.config import Settings
+from shared.contracts import Envelope
+from shared.messaging import topology
+from shared.observability.metrics import PUBLISHED
+
+
+class BrokerUnavailableError(RuntimeError):
+    """A publish was not confirmed: the broker is down, refused it, or could not route it."""
+
+
+def amqp_url(settings: Settings) -> URL:
+    """`AMQP_URL` with its path replaced by `AMQP_VHOST` (percent-encoded, as AMQP wants it)."""
+    base = URL(settings.amqp_url.get_secret_value())
+    return base.with_path("/" + quote(settings.amqp_vhost, safe=""), encoded=True)
+
+
+async def declare_topology(channel: aio_pika.abc.AbstractChannel) -> None:
+    """Declare every exchange, queue and binding; idempotent, and the same as definitions.json."""
+    exchanges = {}
+    for exchange in topology.EXCHANGES:
+        exchanges[exchange.name] = await channel.declare_exchange(
+            exchange.name, exchange.type, durable=True
+        )
+    for queue in topology.QUEUES:
+        declared = await channel.declare_queue(
+            queue.name, durable=True, arguments=queue.arguments
+        )
+        for exchange_name, routing_key in queue.bindings:
+            await declared.bind(exchanges[exchange_name], routing_key)
+
+
+class Broker:
+    """The service's connection to RabbitMQ.
+
+    Reconnects by itself (aio-pika's robust connection); while it is down, `connected` is false
+    and publishing raises `BrokerUnavailableError` at once instead of waiting.
+    """
+
+    def __init__(self, settings: Settings, producer: str) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchanges: dict[str, AbstractRobustExchange] = {}
+
+    async def connect(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            amqp_url(self.settings),
+            reconnect_interval=self.settings.amqp_reconnect_interval_s,
+            client_properties={"connection_name": self.producer},
+        )
+        self._channel = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        await declare_topology(self._channel)
+        for exchange in topology.EXCHANGES:
+            # Passive lookups: the robust channel re-declares them after a reconnect.
+            self._exchanges[exchange.name] = await self._channel.get_exchange(exchange.name)
+
+    async def channel(self, prefetch: int) -> AbstractRobustChannel:
+        """A new channel with bounded prefetch, for one consumer."""
+        if self.connection is None:
+            raise BrokerUnavailableError("not connected")
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    @property
+    def connected(self) -> bool:
+        return (
+            self.connection is not None
+            and self.connection.connected.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def publish(self, envelope: Envelope, exchange: str, routing_key: str) -> None:
+        """Persistent, mandatory, and done only once the broker confirmed it."""
+        message = aio_pika.Message(
+            body=envelope.to_json(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=envelope.message_id,
+            correlation_id=envelope.correlation_id,
+            type=envelope.type,
+            timestamp=envelope.produced_at,
+            app_id=envelope.producer,
+        )
+        await self.publish_message(message, exchange, routing_key)
+
+    async def publish_message(
+        self, message: aio_pika.abc.AbstractMessage, exchange: str, routing_key: str
+    ) -> None:
+        """Confirmed publish of a built message (dead-lettering re-publishes the original)."""
+        if not self.connected:
+            PUBLISHED.labels(exchange, "unavailable").inc()
+            raise BrokerUnavailableError("RabbitMQ is not connected")
+        try:
+            async with asyncio.timeout(self.settings.amqp_publish_timeout_s):
+                await self._exchanges[exchange].publish(message, routing_key, mandatory=True)
+        except (AMQPError, ConnectionError, TimeoutError, RuntimeError) as exc:
+            PUBLISHED.labels(exchange, "failed").inc()
+            raise BrokerUnavailableError(
+                f"publish to {exchange}/{routing_key} not confirmed: {type(exc).__name__} {exc}"
+            ) from exc
+        PUBLISHED.labels(exchange, "confirmed").inc()
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
