@@ -1,0 +1,76 @@
+"""BRAIN running in-process (lifespan and all) against the real broker, Redis and database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.brain.app import create_app
+from services.brain.settings import BrainSettings
+from tests.conftest import AMQP_URL, REDIS_URL
+
+WEBHOOK_SECRET = "test-webhook-secret-7f3a"
+API_KEY = "test-api-key-5c1d9e"
+
+
+@dataclass
+class Brain:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: BrainSettings
+
+
+def brain_settings(vhost: str, redis_prefix: str, database_url: str, **overrides: Any
+                   ) -> BrainSettings:
+    values: dict[str, Any] = {
+        "amqp_url": AMQP_URL, "amqp_vhost": vhost, "redis_url": REDIS_URL,
+        "redis_prefix": redis_prefix, "database_url": database_url,
+        "webhook_secret": WEBHOOK_SECRET, "phoenix95_api_keys": API_KEY,
+        "amqp_reconnect_interval_s": 0.5,
+    }
+    return BrainSettings(_env_file=None, **(values | overrides))
+
+
+@asynccontextmanager
+async def running_brain(settings: BrainSettings, client_ip: str = "127.0.0.1"
+                        ) -> AsyncIterator[Brain]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=(client_ip, 43210))
+        async with httpx.AsyncClient(transport=transport, base_url="http://brain") as client:
+            yield Brain(app, client, settings)
+
+
+@pytest.fixture
+def make_brain(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any
+               ) -> Callable[..., Any]:
+    """Builds a running BRAIN with settings overrides: `async with make_brain(**kw) as brain`."""
+
+    def factory(client_ip: str = "127.0.0.1", **overrides: Any) -> Any:
+        settings = brain_settings(vhost, redis_prefix, sqlite_url, **overrides)
+        return running_brain(settings, client_ip)
+
+    return factory
+
+
+@pytest.fixture
+async def brain(make_brain: Callable[..., Any]) -> AsyncIterator[Brain]:
+    async with make_brain() as running:
+        yield running
+
+
+def alert(**fields: Any) -> dict[str, Any]:
+    """The spec's worked example, as TradingView would send it, with overrides."""
+    body: dict[str, Any] = {
+        "secret": WEBHOOK_SECRET, "symbol": "BINANCE:BTCUSDT.P", "action": "buy",
+        "price": "43123.5", "confidence": 0.9, "rsi": 50, "strategy": "p95-test",
+        "timeframe": "15", "sent_at": "2026-11-20T12:00:00Z",
+    }
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not None}
