@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 
-from shared.contracts import Envelope, InvalidMessageError, parse_envelope
+from shared.contracts import Envelope, InvalidMessageError, MessagePayload, parse_envelope
 from shared.messaging import topology
 from shared.messaging.broker import Broker, BrokerUnavailableError
 from shared.observability.logging import bind_correlation_id, get_logger
@@ -28,7 +28,8 @@ from shared.observability.metrics import DEAD_LETTERS, MESSAGES
 
 log = get_logger(__name__)
 
-Handler = Callable[[Envelope], Awaitable[None]]
+# Called with the envelope and its payload, already validated as the type's model.
+Handler = Callable[[Envelope, MessagePayload], Awaitable[None]]
 
 REASON_HEADER = "x-phoenix95-reason"
 ATTEMPTS_HEADER = "x-phoenix95-attempts"
@@ -102,7 +103,7 @@ class Consumer:
         ):
             try:
                 envelope = parse_envelope(message.body)
-                await self._handle_with_transient_retries(envelope)
+                await self._handle_with_transient_retries(envelope, envelope.open())
             except InvalidMessageError as exc:
                 await self._dead_letter(message, f"invalid: {exc}", attempt)
             except Exception as exc:
@@ -120,12 +121,14 @@ class Consumer:
                 await message.ack()
                 MESSAGES.labels(self.queue_name, "acked").inc()
 
-    async def _handle_with_transient_retries(self, envelope: Envelope) -> None:
+    async def _handle_with_transient_retries(
+        self, envelope: Envelope, payload: MessagePayload
+    ) -> None:
         started = time.monotonic()
         retry = 0
         while True:
             try:
-                await self.handler(envelope)
+                await self.handler(envelope, payload)
                 return
             except TRANSIENT_ERRORS as exc:
                 retry += 1
