@@ -31,12 +31,13 @@ PAPER_PRECISION: dict[str, Precision] = {
 }
 
 
-def round_to_tick(price: float, tick: float | None) -> float:
+def round_to_tick(price: float | Decimal, tick: float | None) -> float:
     """Nearest multiple of `tick`, halves rounded up; unchanged when the tick is unknown."""
+    exact = price if isinstance(price, Decimal) else Decimal(str(price))
     if not tick:
-        return price
+        return float(exact)
     step = Decimal(str(tick))
-    ticks = (Decimal(str(price)) / step).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    ticks = (exact / step).quantize(Decimal(1), rounding=ROUND_HALF_UP)
     return float(ticks * step)
 
 
@@ -45,7 +46,9 @@ def protective_prices(
     tick: float | None,
 ) -> tuple[float, float]:
     """(stop_loss, take_profit) for a long or short entered at `entry_price` (risk.md)."""
+    # Decimal arithmetic: a float product can fall just short of a half tick and round down.
     direction = 1 if side == "long" else -1
-    stop = entry_price * (1 - direction * stop_loss_pct)
-    target = entry_price * (1 + direction * take_profit_pct)
+    entry = Decimal(str(entry_price))
+    stop = entry * (1 - direction * Decimal(str(stop_loss_pct)))
+    target = entry * (1 + direction * Decimal(str(take_profit_pct)))
     return round_to_tick(stop, tick), round_to_tick(target, tick)

@@ -147,7 +147,7 @@ def idempotency_key(alert: Alert) -> IdempotencyKey:
         return IdempotencyKey(key="alert:" + alert.alert_id, durable=True)
     fields = (
         alert.symbol, alert.action.value, repr(float(alert.price)), alert.strategy,
-        alert.timeframe or "", alert.sent_at.isoformat() if alert.sent_at else "",
+        alert.timeframe or "", alert.sent_at.astimezone(UTC).isoformat() if alert.sent_at else "",
     )
     digest = hashlib.sha256("|".join(fields).encode()).hexdigest()
     return IdempotencyKey(key="sha256:" + digest, durable=alert.sent_at is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
@@ -16,8 +17,15 @@ class _SecretMasker:
     """Replaces every known secret value in the rendered line, whatever field carried it."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        # Also as JSON escapes them (quotes, backslashes, non-ASCII), since the line is JSON.
+        forms = {
+            form
+            for secret in secrets if secret
+            for form in (secret, json.dumps(secret)[1:-1],
+                         json.dumps(secret, ensure_ascii=False)[1:-1])
+        }
         # Longest first, so a URL containing a password is masked whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, logger: Any, method: str, line: str) -> str:
         for secret in self._secrets:
