@@ -9,12 +9,10 @@ from shared.config import Settings
 from shared.observability.logging import configure_logging
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
+def serve(app: FastAPI, settings: Settings, port: int) -> None:
     configure_logging(
         settings.service_name, level=settings.log_level, fmt=settings.log_format,
         secrets=settings.secret_values(),
     )
-    host = getattr(settings, "host", "0.0.0.0")  # noqa: S104
-    port = getattr(settings, "port", 8000)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+    uvicorn.run(app, host=settings.bind_host, port=port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)

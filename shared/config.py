@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     service_name: str = "phoenix95"
+    # Services listen on every interface: TradingView and the other services must reach them.
+    bind_host: str = "0.0.0.0"  # noqa: S104
     exchange_mode: ExchangeMode = ExchangeMode.PAPER
     log_level: str = "INFO"
     log_format: str = Field("json", pattern="^(json|console)$")

@@ -6,4 +6,4 @@ from services.runner import serve
 
 if __name__ == "__main__":
     settings = BrainSettings()
-    serve(create_app(settings), settings)
+    serve(create_app(settings), settings, settings.brain_port)

@@ -41,8 +41,8 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
             redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
         )
         relay = asyncio.create_task(pipeline.run_relay(), name="outbox-relay")
-        log.info("BRAIN ready", webhook=f"http://{settings.host}:{settings.port}/webhook",
-                 docs=f"http://{settings.host}:{settings.port}/docs")
+        log.info("BRAIN ready", webhook=f"http://localhost:{settings.brain_port}/webhook",
+                 docs=f"http://localhost:{settings.brain_port}/docs")
         try:
             yield
         finally:

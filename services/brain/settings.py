@@ -16,8 +16,7 @@ IPNetwork = IPv4Network | IPv6Network
 
 class BrainSettings(Settings):
     service_name: str = "brain"
-    host: str = "0.0.0.0"  # noqa: S104 (a server for TradingView: listens on every interface)
-    port: int = 8100
+    brain_port: int = Field(8100, ge=1, le=65535)
 
     webhook_secret: SecretStr | None = None
     webhook_allowed_ips: Annotated[list[IPNetwork], NoDecode] = []

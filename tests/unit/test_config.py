@@ -55,7 +55,7 @@ def test_defaults_match_operations_md(factory: Callable[[], Settings]) -> None:
 
 def test_brain_defaults_match_brain_md() -> None:
     s = brain()
-    assert s.port == 8100
+    assert s.brain_port == 8100
     assert s.rate_limit_per_minute == 120
     assert s.dedupe_window_s == 60
     assert s.webhook_max_body_bytes == 16 * 1024

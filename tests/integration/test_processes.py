@@ -1,0 +1,109 @@
+"""BRAIN as its own process (`python -m services.brain`) and under the supervisor (`make run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import AMQP_URL, REDIS_URL
+from tests.integration.conftest import WEBHOOK_SECRET, alert
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, timeout_s: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"nothing healthy on :{port} within {timeout_s} s")
+
+
+@pytest.fixture
+def service_env(vhost: str, redis_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQP_", "REDIS_", "DATABASE"))}
+    env |= {
+        "AMQP_URL": AMQP_URL, "AMQP_VHOST": vhost, "REDIS_URL": REDIS_URL,
+        "REDIS_PREFIX": redis_prefix,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'p95.db'}",
+        "WEBHOOK_SECRET": WEBHOOK_SECRET, "BRAIN_PORT": str(free_port()), "LOG_FORMAT": "json",
+    }
+    yield env
+
+
+def test_python_m_services_brain_serves_health_and_webhooks(service_env, amqp, tmp_path):
+    from shared.db.migrate import upgrade
+
+    upgrade(service_env["DATABASE_URL"])
+    port = int(service_env["BRAIN_PORT"])
+    log = (tmp_path / "brain.log").open("w+")
+    process = subprocess.Popen([sys.executable, "-m", "services.brain"], cwd=tmp_path,
+                               env=service_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        health = wait_healthy(port)
+        assert health.json()["checks"] == {"rabbitmq": "ok", "redis": "ok", "db": "ok"}
+        accepted = httpx.post(f"http://127.0.0.1:{port}/webhook", json=alert(), timeout=5)
+        assert accepted.status_code == 202
+    finally:
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down cleanly, then re-raises the signal it caught.
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+    log.seek(0)
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    accepted_line = next(line for line in lines if line["message"] == "signal accepted")
+    assert accepted_line["service"] == "brain"
+    assert accepted_line["correlation_id"] == accepted.json()["signal_id"]
+    assert lines[-1]["message"].startswith("Finished server process")
+    log.seek(0)
+    assert WEBHOOK_SECRET not in log.read()
+
+
+def test_supervisor_migrates_runs_and_restarts_a_dead_service(service_env, amqp, tmp_path):
+    port = int(service_env["BRAIN_PORT"])
+    log = (tmp_path / "run.log").open("w+")
+    supervisor = subprocess.Popen([sys.executable, "-m", "services"], cwd=ROOT,
+                                  env=service_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, timeout_s=60)
+        brain_pid = _started_pids(log)[-1]
+        os.kill(brain_pid, signal.SIGKILL)
+        time.sleep(0.5)
+        wait_healthy(port)
+        assert len(_started_pids(log)) == 2, "BRAIN was not started again"
+    finally:
+        supervisor.send_signal(signal.SIGINT)
+        returncode = supervisor.wait(timeout=30)
+    assert returncode == 0
+    log.seek(0)
+    messages = [json.loads(line)["message"] for line in log if line.startswith("{")]
+    assert "service exited; restarting" in messages
+    assert "Phoenix 95 stopped" in messages
+
+
+def _started_pids(log) -> list[int]:
+    log.seek(0)
+    return [
+        record["pid"] for record in map(json.loads, (line for line in log if line.startswith("{")))
+        if record.get("message") == "service started"
+    ]
