@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         return [symbol.upper() for symbol in value]
 
     @model_validator(mode="after")
-    def _no_placeholder_secrets_when_live(self) -> Settings:
+    def _placeholder_secrets(self) -> Settings:
         if self.exchange_mode is ExchangeMode.LIVE:
             for name in self.required_live_secrets():
                 value = getattr(self, name)
@@ -88,6 +88,13 @@ class Settings(BaseSettings):
                         f"EXCHANGE_MODE=live needs {name.upper()}: set it in the environment "
                         "(it is missing or still the placeholder from .env.example)"
                     )
+        # A secret left at its .env.example placeholder is unset, in every mode.
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and is_placeholder(value):
+                object.__setattr__(self, name, None)
+            elif isinstance(value, list) and value and isinstance(value[0], SecretStr):
+                object.__setattr__(self, name, [v for v in value if not is_placeholder(v)])
         return self
 
     def required_live_secrets(self) -> tuple[str, ...]:

@@ -276,3 +276,12 @@ def test_secret_values_leave_out_plain_settings() -> None:
     assert "/trading" not in values
     assert "phoenix95:" not in values
     assert "brain" not in values
+
+
+def test_placeholder_secrets_are_unset_in_paper_mode_too(monkeypatch):
+    """A secret left at `.env.example`'s placeholder must never open the webhook or the API."""
+    monkeypatch.setenv("WEBHOOK_SECRET", "change-me")
+    monkeypatch.setenv("PHOENIX95_API_KEYS", "change-me,real-key-0123456789")
+    settings = BrainSettings(_env_file=None)
+    assert settings.webhook_secret is None
+    assert [k.get_secret_value() for k in settings.phoenix95_api_keys] == ["real-key-0123456789"]
