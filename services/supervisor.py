@@ -60,7 +60,7 @@ async def ensure_vhost(settings: Settings) -> None:
 async def supervise(name: str, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", f"services.{name}")
-        log.info("service started", service=name, pid=process.pid)
+        log.info("service started", child=name, pid=process.pid)
         exited = asyncio.ensure_future(process.wait())
         stop = asyncio.ensure_future(stopping.wait())
         await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -69,7 +69,7 @@ async def supervise(name: str, stopping: asyncio.Event) -> None:
             await _stop(process, exited, name)
             return
         stop.cancel()
-        log.error("service exited; restarting", service=name, returncode=exited.result(),
+        log.error("service exited; restarting", child=name, returncode=exited.result(),
                   restart_in_s=RESTART_DELAY_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), RESTART_DELAY_S)
@@ -84,7 +84,7 @@ async def _stop(process: asyncio.subprocess.Process, exited: asyncio.Future, nam
     except TimeoutError:
         process.kill()
         await exited
-    log.info("service stopped", service=name)
+    log.info("service stopped", child=name)
 
 
 async def main() -> None:

@@ -17,6 +17,8 @@ IPNetwork = IPv4Network | IPv6Network
 class BrainSettings(Settings):
     service_name: str = "brain"
     brain_port: int = Field(8100, ge=1, le=65535)
+    # TradingView gives up after 3 s: an unconfirmed publish must turn into a 503 before that.
+    amqp_publish_timeout_s: float = Field(2.0, gt=0)
 
     webhook_secret: SecretStr | None = None
     webhook_allowed_ips: Annotated[list[IPNetwork], NoDecode] = []

@@ -273,3 +273,16 @@ async def test_metrics_count_webhook_answers(brain, amqp):
 
     assert 'phoenix95_webhook_requests_total{status="401"}' in metrics
     assert 'phoenix95_http_requests_total{method="POST",path="/webhook"' in metrics
+
+
+async def test_a_duplicate_redis_forgot_is_caught_by_the_signals_table(brain, amqp):
+    first = await brain.client.post("/webhook", json=alert(alert_id="forgotten"))
+    redis = Redis.from_url(REDIS_URL)
+    await redis.delete(brain.settings.redis_prefix + "dedupe:alert:forgotten")  # e.g. a restart
+    await redis.aclose()
+
+    again = await brain.client.post("/webhook", json=alert(alert_id="forgotten"))
+
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == {"status": "duplicate", "signal_id": first.json()["signal_id"]}
+    assert len(await drain(amqp, "signal_processing", settle_s=NOTHING)) == 1

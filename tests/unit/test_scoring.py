@@ -13,7 +13,6 @@ import pytest
 from services.brain import scoring
 from services.brain.analysis import analyze
 from services.brain.scoring import Indicators, Performance, Thresholds
-from services.brain.settings import BrainSettings
 from shared.contracts import Action, Decision, ReasonCode, Scores, Signal
 
 # brain.md's defaults.
@@ -22,21 +21,6 @@ SPEC = Thresholds(
     prior_win_rate=0.55,
 )
 FRESH = Performance()  # no closed trades: the prior applies
-
-_SETTING_ENV = (
-    "MIN_CONFIDENCE", "PHOENIX95_THRESHOLD", "EXECUTION_THRESHOLD", "KELLY_FRACTION",
-    "KELLY_MIN_TRADES", "PRIOR_WIN_RATE", "LEVERAGE", "STOP_LOSS_PCT", "TAKE_PROFIT_PCT",
-    "MAX_POSITION_SIZE",
-)
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> BrainSettings:
-    """BRAIN's settings at the spec defaults, whatever the surrounding environment holds."""
-    for name in _SETTING_ENV:
-        monkeypatch.delenv(name, raising=False)
-    return BrainSettings(_env_file=None)
-
 
 def make_signal(
     *,

@@ -13,7 +13,6 @@ import pytest
 from services.brain import sizing
 from services.brain.analysis import analyze
 from services.brain.scoring import Performance, Thresholds
-from services.brain.settings import BrainSettings
 from shared.contracts import Action, Decision, ReasonCode, Signal
 
 # brain.md's defaults.
@@ -26,21 +25,6 @@ MAX_POSITION_SIZE = 0.15
 TAKE_PROFIT_PCT = 0.02
 STOP_LOSS_PCT = 0.02
 FRESH = Performance()
-
-_SETTING_ENV = (
-    "MIN_CONFIDENCE", "PHOENIX95_THRESHOLD", "EXECUTION_THRESHOLD", "KELLY_FRACTION",
-    "KELLY_MIN_TRADES", "PRIOR_WIN_RATE", "LEVERAGE", "STOP_LOSS_PCT", "TAKE_PROFIT_PCT",
-    "MAX_POSITION_SIZE",
-)
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch) -> BrainSettings:
-    """BRAIN's settings at the spec defaults, whatever the surrounding environment holds."""
-    for name in _SETTING_ENV:
-        monkeypatch.delenv(name, raising=False)
-    return BrainSettings(_env_file=None)
-
 
 def history(win_rate: float, avg_win: float, avg_loss: float, trades: int = 20) -> Performance:
     return Performance(
