@@ -24,9 +24,9 @@ from services.brain.intake import Alert, idempotency_key, signal_id_for, stored_
 from services.brain.metrics import SIGNAL_SCORE, SIGNALS
 from services.brain.models import SignalRecord
 from services.brain.settings import BrainSettings
-from shared.contracts import Decision, Envelope, SignalAnalyzed, SignalReceived
+from shared.contracts import Decision, Envelope, Signal, SignalAnalyzed, SignalReceived
 from shared.messaging import Broker, topology
-from shared.observability.logging import get_logger
+from shared.observability.logging import bind_correlation_id, get_logger
 from shared.redis import Keys
 
 log = get_logger(__name__)
@@ -115,12 +115,20 @@ class SignalPipeline:
         ttl = DURABLE_CLAIM_S if key.durable else self.settings.dedupe_window_s
         if not await self.redis.set(claim, signal_id, nx=True, ex=ttl):
             return Duplicate(await self.redis.get(claim) or signal_id)
+        with bind_correlation_id(correlation_id=signal_id):
+            return await self._process(alert, raw, source_ip, claim, stored,
+                                       to_signal(alert, signal_id, received_at))
 
+    async def _process(
+        self, alert: Alert, raw: dict[str, Any], source_ip: str | None, claim: str,
+        stored: str, signal: Signal,
+    ) -> Accepted | Duplicate:
+        """Everything after the claim; on failure, undone so that a re-send starts afresh."""
+        signal_id = signal.signal_id
         stored_row = False
         try:
             analysis = analyze(
-                to_signal(alert, signal_id, received_at),
-                await self.context.open_positions(), await self.context.performance(),
+                signal, await self.context.open_positions(), await self.context.performance(),
                 self.settings,
             )
             try:
@@ -140,9 +148,8 @@ class SignalPipeline:
         SIGNALS.labels(analysis.decision.value).inc()
         if analysis.scores is not None:
             SIGNAL_SCORE.observe(analysis.scores.phoenix95)
-        log.info("signal accepted", signal_id=signal_id, correlation_id=signal_id,
-                 symbol=alert.symbol, action=alert.action.value,
-                 decision=analysis.decision.value)
+        log.info("signal accepted", signal_id=signal_id, symbol=alert.symbol,
+                 action=alert.action.value, decision=analysis.decision.value)
         return Accepted(signal_id, analysis.decision)
 
     async def _store(
