@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
@@ -23,8 +24,10 @@ log = get_logger(__name__)
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 # Failures of a dependency, not of the caller: answered 503 so that clients retry.
+# (Only connection-level database errors: a DataError or IntegrityError is no outage.)
 UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    BrokerUnavailableError, RedisError, DBAPIError, ConnectionError, TimeoutError,
+    BrokerUnavailableError, RedisError, OperationalError, InterfaceError, PoolTimeoutError,
+    ConnectionError, TimeoutError,
 )
 
 

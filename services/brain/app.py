@@ -31,7 +31,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
         if settings.webhook_secret is None or is_placeholder(settings.webhook_secret):
             log.warning("WEBHOOK_SECRET is not set: every webhook will be refused with 401")
         broker = Broker(settings, producer="brain")
-        await broker.connect()
+        broker.start()
         redis = create_redis(settings)
         engine = create_engine(settings.database_url.get_secret_value())
         pipeline = SignalPipeline(settings, redis, broker, session_factory(engine))

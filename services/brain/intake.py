@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import uuid
 from datetime import UTC, datetime
@@ -13,8 +14,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictFloat,
-    StrictInt,
     field_validator,
 )
 
@@ -36,6 +35,7 @@ _TIMEFRAMES = {
 }
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no NUL or control characters (PostgreSQL refuses NUL)
 
 # Identifies Phoenix 95 signal ids (uuid5 of the de-duplication key).
 SIGNAL_NAMESPACE = uuid.UUID("9c4f2a5e-95a1-4c1b-9d2f-70e1f3b05e95")
@@ -59,18 +59,20 @@ def normalise_symbol(raw: str) -> str:
 
 
 def _number(value: Any) -> Any:
-    """TradingView placeholders arrive as strings ("43123.5"); booleans are not numbers."""
-    if isinstance(value, bool):
+    """A finite float. TradingView placeholders arrive as strings ("43123.5"); booleans and
+    integers too large for a float are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("must be a number")
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            raise ValueError("must be a number") from None
-    return value
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        raise ValueError("must be a finite number") from None
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
 
 
-Number = Annotated[StrictFloat | StrictInt, BeforeValidator(_number)]
+Number = Annotated[float, BeforeValidator(_number)]
 
 
 def _parse_sent_at(value: Any) -> Any:
@@ -88,7 +90,11 @@ def _parse_sent_at(value: Any) -> Any:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValueError("must be ISO-8601 or epoch milliseconds") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
     raise ValueError("must be ISO-8601 or epoch milliseconds")
 
 
@@ -99,14 +105,14 @@ class Alert(BaseModel):
 
     symbol: str
     action: Action
-    price: Number = Field(gt=0)
+    price: Number = Field(gt=0, lt=1e12)
     confidence: Number = Field(0.8, ge=0, le=1)
     rsi: Number | None = Field(None, ge=0, le=100)
     macd: Number | None = None
     volume: Number | None = Field(None, ge=0)
-    strategy: str = Field("tradingview", min_length=1, max_length=64)
+    strategy: str = Field("tradingview", min_length=1, max_length=64, pattern=_PRINTABLE)
     timeframe: str | None = None
-    alert_id: str | None = Field(None, min_length=1, max_length=128)
+    alert_id: str | None = Field(None, min_length=1, max_length=128, pattern=_PRINTABLE)
     sent_at: Annotated[datetime | None, BeforeValidator(_parse_sent_at)] = None
 
     @field_validator("symbol", mode="before")
@@ -135,11 +141,17 @@ class Alert(BaseModel):
         return timeframe
 
 
+DURABLE_CLAIM_S = 24 * 3600
+
+
 class IdempotencyKey(BaseModel):
     """What makes two deliveries the same alert, and for how long."""
 
     key: str  # the Redis claim
     durable: bool  # from alert_id or sent_at: claimed for 24 h, else for the dedupe window
+
+    def claim_s(self, dedupe_window_s: int) -> int:
+        return DURABLE_CLAIM_S if self.durable else dedupe_window_s
 
 
 def idempotency_key(alert: Alert) -> IdempotencyKey:
@@ -153,12 +165,10 @@ def idempotency_key(alert: Alert) -> IdempotencyKey:
     return IdempotencyKey(key="sha256:" + digest, durable=alert.sent_at is not None)
 
 
-def stored_key(key: IdempotencyKey, received_at: datetime, window_s: int) -> str:
-    """The unique key of the stored row. A windowed key recurs legitimately once its window
-    has passed, so the window it fell in is part of it."""
-    if key.durable:
-        return key.key
-    return f"{key.key}@{int(received_at.timestamp()) // window_s}"
+def stored_key(key: IdempotencyKey, received_at: datetime, claim_s: int) -> str:
+    """The unique key of the stored row. A key recurs legitimately once its claim has expired
+    (TradingView's {{strategy.order.id}} repeats), so the claim period it fell in is part of it."""
+    return f"{key.key}@{int(received_at.timestamp()) // claim_s}"
 
 
 def signal_id_for(stored: str) -> str:

@@ -32,7 +32,6 @@ from shared.redis import Keys
 log = get_logger(__name__)
 
 PRODUCER = "brain"
-DURABLE_CLAIM_S = 24 * 3600
 SIGNAL_STREAM_MAXLEN = 10_000
 
 # Deletes a claim only if it is still ours (a later claimant's must survive).
@@ -57,7 +56,7 @@ def _message_id(signal_id: str, message_type: str) -> str:
     return str(uuid.uuid5(uuid.UUID(signal_id), message_type))
 
 
-def envelopes(analysis: SignalAnalyzed) -> list[tuple[Envelope, str, str]]:
+def envelopes_of(analysis: SignalAnalyzed) -> list[tuple[Envelope, str, str]]:
     """(envelope, exchange, routing key) for both messages of a signal; ids are deterministic."""
     signal = analysis.signal
     received = Envelope.wrap(
@@ -109,21 +108,21 @@ class SignalPipeline:
                      ) -> Accepted | Duplicate:
         received_at = datetime.now(UTC)
         key = idempotency_key(alert)
-        stored = stored_key(key, received_at, self.settings.dedupe_window_s)
-        signal_id = signal_id_for(stored)
+        claim_s = key.claim_s(self.settings.dedupe_window_s)
+        stored = stored_key(key, received_at, claim_s)
+        signal = to_signal(alert, signal_id_for(stored), received_at)
         claim = self.keys("dedupe", key.key)
-        ttl = DURABLE_CLAIM_S if key.durable else self.settings.dedupe_window_s
-        if not await self.redis.set(claim, signal_id, nx=True, ex=ttl):
-            return Duplicate(await self.redis.get(claim) or signal_id)
-        with bind_correlation_id(correlation_id=signal_id):
-            return await self._process(alert, raw, source_ip, claim, stored,
-                                       to_signal(alert, signal_id, received_at))
+        if not await self.redis.set(claim, signal.signal_id, nx=True, ex=claim_s):
+            return Duplicate(await self.redis.get(claim) or signal.signal_id)
+        with bind_correlation_id(correlation_id=signal.signal_id):
+            return await self._process(alert, raw, source_ip, claim, stored, signal)
 
     async def _process(
         self, alert: Alert, raw: dict[str, Any], source_ip: str | None, claim: str,
         stored: str, signal: Signal,
     ) -> Accepted | Duplicate:
-        """Everything after the claim; on failure, undone so that a re-send starts afresh."""
+        """Everything after the claim. Until the analysis is sent, a failure is undone so that
+        TradingView's re-send starts afresh."""
         signal_id = signal.signal_id
         stored_row = False
         try:
@@ -131,6 +130,7 @@ class SignalPipeline:
                 signal, await self.context.open_positions(), await self.context.performance(),
                 self.settings,
             )
+            received, analysed = envelopes_of(analysis)
             try:
                 await self._store(analysis, stored, raw, source_ip)
             except IntegrityError:
@@ -138,10 +138,14 @@ class SignalPipeline:
                 log.info("duplicate caught by the signals table", signal_id=signal_id)
                 return Duplicate(signal_id)
             stored_row = True
-            await self._publish(analysis)
+            await self.broker.publish(*received)
         except BaseException:
             await self._undo(claim, signal_id, stored_row)
             raise
+        # Past this point the analysis may reach RISK even if its confirm never comes back:
+        # keep the row and the claim. A failure answers 503, TradingView's re-send is a
+        # duplicate, and the outbox relay publishes the analysis again under the same ids.
+        await self.broker.publish(*analysed)
 
         await self._mark_published(signal_id)
         await self._append_to_stream(analysis)
@@ -176,18 +180,15 @@ class SignalPipeline:
             ))
 
     async def _publish(self, analysis: SignalAnalyzed) -> None:
-        results = await asyncio.gather(
-            *(self.broker.publish(*message) for message in envelopes(analysis)),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        """The received event first, the analysis last: if the first fails, RISK saw nothing."""
+        for message in envelopes_of(analysis):
+            await self.broker.publish(*message)
 
     async def _undo(self, claim: str, signal_id: str, stored_row: bool) -> None:
         """Leave nothing half-done: drop the row and free the claim for TradingView's re-send.
 
-        If the database is gone too, the row stays unpublished and the outbox relay sends it.
+        Only while nothing reached RISK. If the database is gone too, the row stays
+        unpublished and the outbox relay sends it.
         """
         try:
             if stored_row:
@@ -224,12 +225,19 @@ class SignalPipeline:
             log.warning("signal:stream append failed", error=str(exc))
 
     async def relay_unpublished(self) -> int:
-        """Publish stored signals whose publish was never confirmed (crash-only recovery)."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.outbox_grace_s)
+        """Publish stored signals whose publish was never confirmed (crash-only recovery).
+
+        Only while they are fresh: a signal older than `outbox_max_age_s` is stale for trading
+        and stays unpublished (shown as such by /signals) rather than reaching RISK late.
+        """
+        now = datetime.now(UTC)
+        newest = now - timedelta(seconds=self.settings.outbox_grace_s)
+        oldest = now - timedelta(seconds=self.settings.outbox_max_age_s)
         async with self.sessions() as session:
             rows = (await session.scalars(
                 select(SignalRecord)
-                .where(SignalRecord.published_at.is_(None), SignalRecord.received_at < cutoff)
+                .where(SignalRecord.published_at.is_(None),
+                       SignalRecord.received_at < newest, SignalRecord.received_at > oldest)
                 .order_by(SignalRecord.received_at)
                 .limit(100)
             )).all()

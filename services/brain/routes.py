@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
 from ipaddress import ip_address
@@ -150,7 +151,7 @@ def build_router(settings: BrainSettings, require_api_key: Any) -> APIRouter:
             return _reject(401, "bad webhook secret")
         try:
             payload = json.loads(body, parse_constant=_no_constants)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             return _reject(422, [{"loc": ["body"], "msg": f"invalid JSON: {exc}",
                                   "type": "json_invalid"}])
         if not isinstance(payload, dict):
@@ -167,7 +168,9 @@ def build_router(settings: BrainSettings, require_api_key: Any) -> APIRouter:
         if not request.app.state.broker.connected:
             return _reject(503, "message broker unavailable, retry", {"Retry-After": "5"})
         raw = {k: v for k, v in payload.items() if k != "secret"}
-        outcome = await pipeline.accept(alert, raw, source)
+        # TradingView gives up after 3 s; past the deadline a TimeoutError answers 503.
+        async with asyncio.timeout(settings.webhook_deadline_s):
+            outcome = await pipeline.accept(alert, raw, source)
         if isinstance(outcome, Accepted):
             WEBHOOK_REQUESTS.labels("202").inc()
             answer = WebhookAnswer(status="accepted", signal_id=outcome.signal_id,

@@ -19,6 +19,7 @@ class BrainSettings(Settings):
     brain_port: int = Field(8100, ge=1, le=65535)
     # TradingView gives up after 3 s: an unconfirmed publish must turn into a 503 before that.
     amqp_publish_timeout_s: float = Field(2.0, gt=0)
+    webhook_deadline_s: float = Field(2.5, gt=0)
 
     webhook_secret: SecretStr | None = None
     webhook_allowed_ips: Annotated[list[IPNetwork], NoDecode] = []
@@ -36,9 +37,11 @@ class BrainSettings(Settings):
 
     positions_cache_s: float = 2.0
     performance_cache_s: float = 120.0
-    # Signals stored but not confirmed published this long ago are published again.
-    outbox_grace_s: float = 30.0
-    outbox_interval_s: float = 10.0
+    # Signals stored but not confirmed published this long ago are published again, while
+    # younger than the max age (RISK's MAX_SIGNAL_AGE_S): a stale signal is not traded late.
+    outbox_grace_s: float = Field(10.0, gt=0)
+    outbox_max_age_s: float = Field(120.0, gt=0)
+    outbox_interval_s: float = Field(5.0, gt=0)
 
     @field_validator("webhook_allowed_ips", "trusted_proxies", mode="before")
     @classmethod

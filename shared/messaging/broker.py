@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from urllib.parse import quote
 
 import aio_pika
@@ -13,7 +14,10 @@ from yarl import URL
 from shared.config import Settings
 from shared.contracts import Envelope
 from shared.messaging import topology
+from shared.observability.logging import get_logger
 from shared.observability.metrics import PUBLISHED
+
+log = get_logger(__name__)
 
 
 class BrokerUnavailableError(RuntimeError):
@@ -23,7 +27,8 @@ class BrokerUnavailableError(RuntimeError):
 def amqp_url(settings: Settings) -> URL:
     """`AMQP_URL` with its path replaced by `AMQP_VHOST` (percent-encoded, as AMQP wants it)."""
     base = URL(settings.amqp_url.get_secret_value())
-    return base.with_path("/" + quote(settings.amqp_vhost, safe=""), encoded=True)
+    vhost_path = "/" + quote(settings.amqp_vhost, safe="")
+    return base.with_path(vhost_path, encoded=True).with_query(base.query)
 
 
 async def declare_topology(channel: aio_pika.abc.AbstractChannel) -> None:
@@ -54,6 +59,30 @@ class Broker:
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractRobustExchange] = {}
+        self._connecting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Connect in the background, retrying until the broker answers; a service can start
+        (and report 503 on /health) while RabbitMQ is still down."""
+        self._connecting = asyncio.create_task(self._connect_until_up(), name="amqp-connect")
+
+    async def wait_connected(self) -> None:
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+
+    async def _connect_until_up(self) -> None:
+        delay = self.settings.amqp_reconnect_interval_s
+        while True:
+            try:
+                await self.connect()
+                log.info("connected to RabbitMQ", vhost=self.settings.amqp_vhost)
+                return
+            except (AMQPError, OSError) as exc:
+                await self.close()
+                log.warning("RabbitMQ unreachable, retrying", retry_in_s=delay,
+                            error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def connect(self) -> None:
         self.connection = await aio_pika.connect_robust(
@@ -118,6 +147,10 @@ class Broker:
         PUBLISHED.labels(exchange, "confirmed").inc()
 
     async def close(self) -> None:
+        if self._connecting is not None and asyncio.current_task() is not self._connecting:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
         if self.connection is not None:
             await self.connection.close()
-            self.connection = None
+        self.connection, self._channel, self._exchanges = None, None, {}

@@ -18,7 +18,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from shared.contracts import Envelope, InvalidMessageError, MessagePayload, parse_envelope
 from shared.messaging import topology
@@ -39,7 +40,9 @@ class TransientError(RuntimeError):
     """Raised by a handler for a failure that waiting will cure (e.g. an exchange timeout)."""
 
 
-# Failures of our own infrastructure: retried in place until it is back, never dead-lettered.
+# Failures of our own infrastructure: retried in place while it is away. An outage longer
+# than `transient_give_up_s` counts as a failed delivery, so one of about two hours (five
+# deliveries) ends in the DLQ, with the reason, rather than holding the queue for ever.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
     BrokerUnavailableError,
@@ -48,7 +51,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
-    DBAPIError,
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
 )
 
 
@@ -68,7 +73,7 @@ class Consumer:
         max_deliveries: int = topology.DELIVERY_LIMIT,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
-        transient_give_up_s: float = 600.0,
+        transient_give_up_s: float = 25 * 60.0,
     ) -> None:
         self.broker = broker
         self.queue_name = queue_name
@@ -77,7 +82,7 @@ class Consumer:
         self.max_deliveries = max_deliveries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        # Below RabbitMQ's consumer timeout, so a long outage requeues instead of a forced close.
+        # Below RabbitMQ's 30-minute consumer timeout, which would close the channel.
         self.transient_give_up_s = transient_give_up_s
         self._channel: AbstractRobustChannel | None = None
 

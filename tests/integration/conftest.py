@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ async def running_brain(settings: BrainSettings, client_ip: str = "127.0.0.1"
                         ) -> AsyncIterator[Brain]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.broker.wait_connected(), 30)
         transport = httpx.ASGITransport(app=app, client=(client_ip, 43210))
         async with httpx.AsyncClient(transport=transport, base_url="http://brain") as client:
             yield Brain(app, client, settings)

@@ -63,3 +63,34 @@ async def test_broker_down_means_503_nothing_stored_and_recovery(brain, amqp):
 
     await asyncio.wait_for(amqp.connected.wait(), 30)
     assert len(await drain(amqp, "signal_processing", expect=1)) == 1
+
+
+async def test_brain_starts_without_the_broker_and_connects_when_it_comes(
+    vhost, redis_prefix, sqlite_url, amqp
+):
+    import httpx
+
+    from services.brain.app import create_app
+    from tests.integration.conftest import brain_settings
+
+    app = create_app(brain_settings(vhost, redis_prefix, sqlite_url))
+    await asyncio.to_thread(rabbitmqctl, "stop_app")
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://brain") as client:
+                health = await client.get("/health")
+                webhook = await client.post("/webhook", json=alert(alert_id="early"))
+                await asyncio.to_thread(rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "await_startup")
+
+                async def healthy() -> bool:
+                    return (await client.get("/health")).status_code == 200
+
+                await _until(healthy, 60, "BRAIN to connect once the broker is up")
+                accepted = await client.post("/webhook", json=alert(alert_id="early"))
+    finally:
+        await asyncio.to_thread(rabbitmqctl, "start_app")
+    assert health.status_code == 503 and health.json()["checks"]["rabbitmq"].startswith("down")
+    assert webhook.status_code == 503
+    assert accepted.status_code == 202

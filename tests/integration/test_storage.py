@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from services.brain.intake import Alert
 from services.brain.models import SignalRecord
-from services.brain.pipeline import envelopes
+from services.brain.pipeline import envelopes_of
 from tests.integration.conftest import API_KEY, alert, brain_settings, running_brain
 from tests.integration.helpers import body, drain
 
@@ -46,7 +46,7 @@ async def test_a_signal_stored_but_never_published_is_relayed_once(brain, amqp):
     analysis = await pipeline.analyze(Alert.model_validate(alert()),
                                       signal_id="00000000-0000-4000-8000-000000000001")
     old = analysis.signal.model_copy(update={"received_at": datetime.now(UTC)
-                                             - timedelta(seconds=120)})
+                                             - timedelta(seconds=60)})
     analysis = analysis.model_copy(update={"signal": old})
     await pipeline._store(analysis, "crash-test", {"symbol": "BTCUSDT"}, None)
 
@@ -54,11 +54,23 @@ async def test_a_signal_stored_but_never_published_is_relayed_once(brain, amqp):
     assert await pipeline.relay_unpublished() == 0
 
     [message] = await drain(amqp, "signal_processing", expect=1)
-    expected_id = envelopes(analysis)[1][0].message_id
+    expected_id = envelopes_of(analysis)[1][0].message_id
     assert message.message_id == expected_id == body(message)["message_id"]
     async with pipeline.sessions() as session:
         row = await session.get(SignalRecord, analysis.signal.signal_id)
     assert row is not None and row.published_at is not None
+
+
+async def test_a_stale_unpublished_signal_is_not_relayed(brain, amqp):
+    pipeline = brain.app.state.pipeline
+    analysis = await pipeline.analyze(Alert.model_validate(alert()),
+                                      signal_id="00000000-0000-4000-8000-000000000003")
+    stale = analysis.signal.model_copy(update={"received_at": datetime.now(UTC)
+                                               - timedelta(seconds=600)})
+    await pipeline._store(analysis.model_copy(update={"signal": stale}), "stale", {}, None)
+
+    assert await pipeline.relay_unpublished() == 0
+    assert await drain(amqp, "signal_processing", settle_s=0.7) == []
 
 
 async def test_a_fresh_unpublished_signal_is_left_to_its_request(brain, amqp):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 from shared.config import Settings
@@ -62,12 +63,21 @@ def test_definitions_file_is_generated_from_the_topology():
     )
 
 
-async def test_topology_declared_at_start_up_equals_definitions_json(vhost, amqp):
-    broker = Broker(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost), "test")
-    await broker.connect()  # what every service does at start-up
-    await broker.close()
+async def test_topology_declared_at_start_up_equals_definitions_json():
+    vhost = f"/p95test-topology-{uuid.uuid4().hex[:8]}"  # bare: nothing declared in it yet
+    await asyncio.to_thread(rabbitmqctl, "add_vhost", vhost)
+    try:
+        await asyncio.to_thread(rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*",
+                                ".*")
+        assert await asyncio.to_thread(broker_state, vhost) == {
+            "exchanges": [], "queues": [], "bindings": []}
+        broker = Broker(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost), "test")
+        await broker.connect()  # what every service does at start-up
+        await broker.close()
 
-    declared = await asyncio.to_thread(broker_state, vhost)
+        declared = await asyncio.to_thread(broker_state, vhost)
+    finally:
+        await asyncio.to_thread(rabbitmqctl, "delete_vhost", vhost)
     assert _canonical(declared) == _canonical(json.loads(DEFINITIONS.read_text()))
 
 

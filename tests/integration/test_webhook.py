@@ -286,3 +286,25 @@ async def test_a_duplicate_redis_forgot_is_caught_by_the_signals_table(brain, am
     assert (first.status_code, again.status_code) == (202, 200)
     assert again.json() == {"status": "duplicate", "signal_id": first.json()["signal_id"]}
     assert len(await drain(amqp, "signal_processing", settle_s=NOTHING)) == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f'{{"secret": "{WEBHOOK_SECRET}", "symbol": "BTCUSDT", "action": "buy", '
+        f'"price": 43000, "macd": 1{"0" * 400}}}',
+        f'{{"secret": "{WEBHOOK_SECRET}", "symbol": "BTCUSDT", "action": "buy", '
+        '"price": 1e30}',
+        f'{{"secret": "{WEBHOOK_SECRET}", "symbol": "BTCUSDT", "action": "buy", '
+        '"price": 43000, "sent_at": "0001-01-01T00:00:00+01:00"}',
+        f'{{"secret": "{WEBHOOK_SECRET}", "symbol": "BTCUSDT", "action": "buy", '
+        '"price": 43000, "strategy": "a\\u0000b"}',
+        "[" * 5000 + "]" * 5000,
+    ],
+    ids=["huge-integer", "huge-price", "year-one-with-offset", "nul-in-strategy", "deep-nesting"],
+)
+async def test_pathological_input_is_422_never_5xx(brain, amqp, content):
+    response = await brain.client.post("/webhook", content=content)
+
+    assert response.status_code == 422, response.text
+    assert await drain(amqp, "notify_events", settle_s=NOTHING) == []

@@ -428,17 +428,21 @@ def test_a_different_sent_at_gives_a_different_key() -> None:
 @pytest.mark.parametrize(
     "fields", [{"alert_id": "tv-42"}, {"sent_at": "2026-11-20T12:00:00Z"}]
 )
-def test_stored_key_of_a_durable_key_is_the_key_itself(fields: dict[str, Any]) -> None:
+def test_a_durable_key_recurs_only_after_its_24_hour_claim(fields: dict[str, Any]) -> None:
+    """TradingView's {{strategy.order.id}} repeats ("Long", "Short"): a reused alert_id is a
+    new signal once its 24 h claim has passed, never a duplicate forever."""
     key = idempotency_key(alert(**fields))
-    assert key.durable
-    early = stored_key(key, NOON, 60)
-    late = stored_key(key, NOON + timedelta(days=3), 60)
-    assert early == late == key.key
+    assert key.durable and key.claim_s(60) == 24 * 3600
+    day = datetime.fromtimestamp(1_800_000_000 // 86_400 * 86_400, UTC)  # a day boundary
+    first = stored_key(key, day, key.claim_s(60))
+    assert first.startswith(key.key)
+    assert stored_key(key, day + timedelta(hours=23, minutes=59), key.claim_s(60)) == first
+    assert stored_key(key, day + timedelta(hours=24), key.claim_s(60)) != first
 
 
 def test_stored_key_of_a_windowed_key_includes_the_window_bucket() -> None:
     key = idempotency_key(alert())
-    assert not key.durable
+    assert not key.durable and key.claim_s(60) == 60
     start = datetime.fromtimestamp(1_800_000_000 // 60 * 60, UTC)  # a window boundary
     in_window = stored_key(key, start, 60)
     assert in_window.startswith(key.key)
