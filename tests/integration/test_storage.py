@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -40,21 +41,25 @@ async def test_signals_needs_the_api_key(brain):
                                    headers={"X-API-Key": API_KEY})).status_code == 422
 
 
+async def store_unpublished(pipeline, age_s: float):
+    """What a crash between the insert and the publish leaves behind, `age_s` seconds ago."""
+    analysis = await pipeline.analyze(Alert.model_validate(alert()), signal_id=str(uuid.uuid4()))
+    received_at = datetime.now(UTC) - timedelta(seconds=age_s)
+    analysis = analysis.model_copy(
+        update={"signal": analysis.signal.model_copy(update={"received_at": received_at})})
+    await pipeline._store(analysis, f"crash-{uuid.uuid4()}", {"symbol": "BTCUSDT"}, None)
+    return analysis
+
+
 async def test_a_signal_stored_but_never_published_is_relayed_once(brain, amqp):
-    """What a crash between the insert and the publish leaves: the relay sends it, same ids."""
     pipeline = brain.app.state.pipeline
-    analysis = await pipeline.analyze(Alert.model_validate(alert()),
-                                      signal_id="00000000-0000-4000-8000-000000000001")
-    old = analysis.signal.model_copy(update={"received_at": datetime.now(UTC)
-                                             - timedelta(seconds=60)})
-    analysis = analysis.model_copy(update={"signal": old})
-    await pipeline._store(analysis, "crash-test", {"symbol": "BTCUSDT"}, None)
+    analysis = await store_unpublished(pipeline, age_s=60)
 
     assert await pipeline.relay_unpublished() == 1
     assert await pipeline.relay_unpublished() == 0
 
     [message] = await drain(amqp, "signal_processing", expect=1)
-    expected_id = envelopes_of(analysis)[1][0].message_id
+    expected_id = envelopes_of(analysis)[1][0].message_id  # the ids a first attempt had
     assert message.message_id == expected_id == body(message)["message_id"]
     async with pipeline.sessions() as session:
         row = await session.get(SignalRecord, analysis.signal.signal_id)
@@ -63,11 +68,7 @@ async def test_a_signal_stored_but_never_published_is_relayed_once(brain, amqp):
 
 async def test_a_stale_unpublished_signal_is_not_relayed(brain, amqp):
     pipeline = brain.app.state.pipeline
-    analysis = await pipeline.analyze(Alert.model_validate(alert()),
-                                      signal_id="00000000-0000-4000-8000-000000000003")
-    stale = analysis.signal.model_copy(update={"received_at": datetime.now(UTC)
-                                               - timedelta(seconds=600)})
-    await pipeline._store(analysis.model_copy(update={"signal": stale}), "stale", {}, None)
+    await store_unpublished(pipeline, age_s=600)
 
     assert await pipeline.relay_unpublished() == 0
     assert await drain(amqp, "signal_processing", settle_s=0.7) == []
@@ -75,9 +76,7 @@ async def test_a_stale_unpublished_signal_is_not_relayed(brain, amqp):
 
 async def test_a_fresh_unpublished_signal_is_left_to_its_request(brain, amqp):
     pipeline = brain.app.state.pipeline
-    analysis = await pipeline.analyze(Alert.model_validate(alert()),
-                                      signal_id="00000000-0000-4000-8000-000000000002")
-    await pipeline._store(analysis, "in-flight", {}, None)
+    await store_unpublished(pipeline, age_s=0)
 
     assert await pipeline.relay_unpublished() == 0
     async with pipeline.sessions() as session:
