@@ -9,30 +9,61 @@ from shared.contracts.envelope import (
     MessagePayload,
     parse_envelope,
 )
+from shared.contracts.reasons import Reason, ReasonCode
+from shared.contracts.risk import (
+    ChangeTradingState,
+    OrderPlan,
+    RiskAlertCode,
+    RiskAlertRaised,
+    TradeApproved,
+    TradeRejected,
+    TradingState,
+    Verdict,
+)
 from shared.contracts.signals import (
     Action,
     Decision,
-    Reason,
-    ReasonCode,
     Scores,
     Signal,
     SignalAnalyzed,
     SignalReceived,
     Sizing,
 )
+from shared.contracts.trading import (
+    AccountUpdated,
+    EmergencyCloseTriggered,
+    OrderUpdated,
+    PositionClosed,
+    PositionOpened,
+    PositionUpdated,
+)
 
 __all__ = [
+    "AccountUpdated",
     "Action",
+    "ChangeTradingState",
     "Decision",
+    "EmergencyCloseTriggered",
     "Envelope",
     "InvalidMessageError",
     "MessagePayload",
+    "OrderPlan",
+    "OrderUpdated",
+    "PositionClosed",
+    "PositionOpened",
+    "PositionUpdated",
     "Reason",
     "ReasonCode",
+    "RiskAlertCode",
+    "RiskAlertRaised",
     "Scores",
     "Signal",
     "SignalAnalyzed",
     "SignalReceived",
     "Sizing",
+    "TradeApproved",
+    "TradeRejected",
+    "TradingState",
+    "Verdict",
     "parse_envelope",
 ]

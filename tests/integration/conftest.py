@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from services.brain.app import create_app
 from services.brain.settings import BrainSettings
+from shared.config import Settings
+from shared.messaging import Broker
 from tests.conftest import AMQP_URL, REDIS_URL
 
 WEBHOOK_SECRET = "test-webhook-secret-7f3a"
@@ -27,14 +29,20 @@ class Brain:
     settings: BrainSettings
 
 
-def brain_settings(vhost: str, redis_prefix: str, database_url: str, **overrides: Any
-                   ) -> BrainSettings:
-    values: dict[str, Any] = {
+def infrastructure(vhost: str, redis_prefix: str, database_url: str) -> dict[str, Any]:
+    """The settings every service under test shares: the test's broker vhost, Redis prefix
+    and database."""
+    return {
         "amqp_url": AMQP_URL, "amqp_vhost": vhost, "redis_url": REDIS_URL,
         "redis_prefix": redis_prefix, "database_url": database_url,
-        "webhook_secret": WEBHOOK_SECRET, "phoenix95_api_keys": API_KEY,
-        "amqp_reconnect_interval_s": 0.5,
+        "phoenix95_api_keys": API_KEY, "amqp_reconnect_interval_s": 0.5,
     }
+
+
+def brain_settings(vhost: str, redis_prefix: str, database_url: str, **overrides: Any
+                   ) -> BrainSettings:
+    values = infrastructure(vhost, redis_prefix, database_url) | {
+        "webhook_secret": WEBHOOK_SECRET}
     return BrainSettings(_env_file=None, **(values | overrides))
 
 
@@ -76,3 +84,12 @@ def alert(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.fixture
+async def broker(vhost: str, amqp: Any) -> AsyncIterator[Broker]:
+    """A publisher on the test vhost, playing whichever service a test needs."""
+    publisher = Broker(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost), "test")
+    await publisher.connect()
+    yield publisher
+    await publisher.close()

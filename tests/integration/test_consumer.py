@@ -9,24 +9,14 @@ from datetime import UTC, datetime
 import aio_pika
 import pytest
 
-from shared.config import Settings
 from shared.contracts import Action, Envelope, MessagePayload, Signal, SignalReceived
 from shared.messaging import Broker, Consumer, TransientError, topology
 from shared.messaging.consumer import ATTEMPTS_HEADER, REASON_HEADER
-from tests.conftest import AMQP_URL
 from tests.integration.helpers import drain
 
 QUEUE = "risk_control"
 EXCHANGE = topology.CONTROL.name
 ROUTING_KEY = "control.trading_state"
-
-
-@pytest.fixture
-async def broker(vhost, amqp):
-    broker = Broker(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost), "test")
-    await broker.connect()
-    yield broker
-    await broker.close()
 
 
 def envelope() -> Envelope:

@@ -7,7 +7,10 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import services.brain.models  # noqa: F401  (registers the tables on Base.metadata)
+# Each import registers its tables on Base.metadata.
+import services.brain.models
+import services.risk.models  # noqa: F401
+import shared.outbox  # noqa: F401
 from shared.db import Base, create_engine
 
 target_metadata = Base.metadata

@@ -1,0 +1,124 @@
+"""Liquidation-distance monitoring from `market:stream` (risk.md).
+
+Ticks are read through the `risk_processors` consumer group. Per tick only the positions of
+that symbol are looked at, in memory; the only writes are the rare alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from services.risk.engine import PRODUCER, RiskEngine
+from services.risk.liquidation import distance_to_liquidation
+from services.risk.liquidation_watch import Level, alert_for, level_for
+from services.risk.metrics import LIQUIDATION_DISTANCE
+from services.risk.models import KnownPosition
+from shared.contracts import Envelope, RiskAlertCode, RiskAlertRaised
+from shared.messaging import topology
+from shared.observability.logging import get_logger
+from shared.outbox import stage
+from shared.redis import Keys
+
+log = get_logger(__name__)
+
+GROUP = "risk_processors"
+
+
+class LiquidationWatch:
+    def __init__(self, engine: RiskEngine, redis: Redis, keys: Keys, refresh_s: float) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.stream = keys("market", "stream")
+        self.refresh_s = refresh_s
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self._positions: dict[str, list[KnownPosition]] = {}
+        self._levels: dict[str, Level] = {}
+        self._loaded_at = float("-inf")
+
+    async def refresh(self) -> None:
+        by_symbol: dict[str, list[KnownPosition]] = {}
+        for position in await self.engine.open_positions():
+            by_symbol.setdefault(position.symbol, []).append(position)
+        self._positions = by_symbol
+        live = {p.position_id for ps in by_symbol.values() for p in ps}
+        self._levels = {pid: level for pid, level in self._levels.items() if pid in live}
+        self._loaded_at = time.monotonic()
+
+    async def run(self) -> None:
+        await self._ensure_group()
+        while True:
+            try:
+                if time.monotonic() - self._loaded_at > self.refresh_s:
+                    await self.refresh()
+                batches = await self.redis.xreadgroup(
+                    GROUP, self.consumer, {self.stream: ">"}, count=500, block=1000)
+                for _stream, entries in batches or []:
+                    for _entry_id, fields in entries:
+                        await self.on_tick(fields)
+                    await self.redis.xack(self.stream, GROUP, *[e for e, _ in entries])
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._ensure_group()  # the stream was deleted (Redis restart, trim)
+            except (RedisError, OSError) as exc:
+                log.warning("market stream unreadable, retrying", error=str(exc))
+                await asyncio.sleep(1)
+            except Exception as exc:  # e.g. an alert not yet sent: it waits in the outbox
+                log.warning("liquidation watch round failed", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(1)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def on_tick(self, fields: dict[str, str]) -> None:
+        positions = self._positions.get(fields.get("symbol", ""))
+        if not positions:
+            return
+        try:
+            price = float(fields.get("mark_price") or fields["price"])
+        except (KeyError, ValueError):
+            return  # a malformed tick: the stream is best-effort data
+        for position in positions:
+            await self._watch(position, price)
+
+    async def _watch(self, position: KnownPosition, price: float) -> None:
+        distance = distance_to_liquidation(price, position.liquidation_price)
+        entry_distance = distance_to_liquidation(position.entry_price,
+                                                 position.liquidation_price)
+        LIQUIDATION_DISTANCE.labels(position.symbol).set(distance)
+        previous = self._levels.get(position.position_id, Level.OK)
+        current = level_for(distance, entry_distance)
+        self._levels[position.position_id] = current
+        code = alert_for(previous, current)
+        if code is None:
+            return
+        alert = RiskAlertRaised(
+            code=code,
+            severity="critical" if code is RiskAlertCode.LIQUIDATION_CRITICAL else "warning",
+            message=(f"{position.symbol} {position.side} is {distance:.2%} from liquidation "
+                     f"at {position.liquidation_price} (was {entry_distance:.2%} at entry)"),
+            symbol=position.symbol,
+            details={"position_id": position.position_id, "price": price,
+                     "liquidation_price": position.liquidation_price, "distance": distance,
+                     "entry_distance": entry_distance},
+            raised_at=datetime.now(UTC),
+        )
+        envelope = Envelope.wrap(alert, producer=PRODUCER,
+                                 correlation_id=position.signal_id or str(uuid.uuid4()))
+        async with self.engine.sessions.begin() as session:
+            stage(session, envelope, topology.RISK_MANAGEMENT.name, "risk.alert")
+        await self.engine.outbox.flush()
+        log.warning("liquidation distance alert", code=code.value, symbol=position.symbol,
+                    distance=distance)
