@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from services.brain.settings import BrainSettings
+from services.risk.settings import RiskSettings
 from shared.config import Settings, is_placeholder
 from shared.messaging import topology
 from shared.messaging.broker_definitions import HASHING_ALGORITHM, password_hash
@@ -37,6 +38,15 @@ ENV_EXAMPLE = ROOT / ".env.example"
 RABBITMQ_DIR = ROOT / "infrastructure" / "rabbitmq"
 
 INFRA = ("rabbitmq", "redis", "postgres")
+# The Phoenix 95 services that exist, with their settings (port field: `<name>_port`).
+OURS: dict[str, type[Settings]] = {"brain": BrainSettings, "risk": RiskSettings}
+
+
+def port_of(name: str) -> int:
+    return OURS[name].model_fields[f"{name}_port"].default
+
+
+each_service = pytest.mark.parametrize("name", list(OURS))
 DEFINITIONS_SERVICE = "rabbitmq-definitions"
 COMPOSE_ONLY_VARIABLES = ("POSTGRES_PASSWORD", "RABBITMQ_USER", "RABBITMQ_PASSWORD")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|_KEYS?$")
@@ -135,8 +145,10 @@ def strings(node: Any) -> list[str]:
 # ------------------------------------------------------------------------------------------
 
 
-def test_compose_has_the_infrastructure_and_brain(services: dict[str, dict[str, Any]]) -> None:
-    for name in (*INFRA, "brain"):
+def test_compose_has_the_infrastructure_and_our_services(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in (*INFRA, *OURS):
         assert name in services, f"docker-compose.yml has no service {name}"
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
     assert services["redis"]["image"].split(":")[0] == "redis"
@@ -150,28 +162,33 @@ def test_only_services_that_exist(services: dict[str, dict[str, Any]]) -> None:
         if command[:2] == ["python", "-m"] and command[2].startswith("services."):
             package = command[2].removeprefix("services.")
             assert (ROOT / "services" / package / "__main__.py").is_file(), name
-    allowed = {*INFRA, DEFINITIONS_SERVICE, "brain"}
+    allowed = {*INFRA, DEFINITIONS_SERVICE, *OURS}
     assert set(services) <= allowed, f"services that do not exist yet: {set(services) - allowed}"
 
 
 def test_our_services_build_the_one_image(services: dict[str, dict[str, Any]]) -> None:
-    for name in ("brain", DEFINITIONS_SERVICE):
+    for name in (*OURS, DEFINITIONS_SERVICE):
         build = services[name]["build"]
         assert build["dockerfile"] == "deployment/Dockerfile", name
         assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
         assert "image" not in services[name], f"{name}: an image name could be pulled instead"
-    assert argv(services["brain"]["command"]) == ["python", "-m", "services.brain"]
+    for name in OURS:
+        assert argv(services[name]["command"]) == ["python", "-m", f"services.{name}"]
 
 
-def test_brain_publishes_its_port(services: dict[str, dict[str, Any]]) -> None:
-    port = BrainSettings.model_fields["brain_port"].default
-    assert port == 8100
-    mappings = [str(p) for p in services["brain"]["ports"]]
+@each_service
+def test_each_service_publishes_its_port(services: dict[str, dict[str, Any]], name: str) -> None:
+    port = port_of(name)
+    assert port == {"brain": 8100, "risk": 8101}[name]
+    mappings = [str(p) for p in services[name]["ports"]]
     assert f"{port}:{port}" in mappings
 
 
-def test_brain_healthcheck_asks_health_on_its_port(services: dict[str, dict[str, Any]]) -> None:
-    test = argv(services["brain"]["healthcheck"]["test"])
+@each_service
+def test_healthcheck_asks_health_on_the_service_port(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    test = argv(services[name]["healthcheck"]["test"])
     assert test[0] in ("CMD", "CMD-SHELL")
     assert "curl" not in test and "wget" not in test, "the slim image has neither"
     assert test[1] == "python"
@@ -179,7 +196,7 @@ def test_brain_healthcheck_asks_health_on_its_port(services: dict[str, dict[str,
     assert urls, test
     url = urlsplit(urls[0])
     assert url.hostname in ("localhost", "127.0.0.1")
-    assert url.port == BrainSettings.model_fields["brain_port"].default
+    assert url.port == port_of(name)
     assert url.path == "/health"
 
 
@@ -216,10 +233,13 @@ def test_every_service_has_a_healthcheck_and_a_restart_policy(
     assert services["brain"]["restart"] == "unless-stopped"
 
 
-def test_brain_waits_for_healthy_infrastructure(services: dict[str, dict[str, Any]]) -> None:
-    deps = depends_on(services["brain"])
-    for name in INFRA:
-        assert deps.get(name) == "service_healthy", f"brain must wait for {name} to be healthy"
+@each_service
+def test_services_wait_for_healthy_infrastructure(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    deps = depends_on(services[name])
+    for infra in INFRA:
+        assert deps.get(infra) == "service_healthy", f"{name} must wait for {infra}"
 
 
 def test_redis_keeps_an_append_only_file(services: dict[str, dict[str, Any]]) -> None:
@@ -243,23 +263,32 @@ def test_named_volumes_are_declared(compose: dict[str, Any]) -> None:
                 assert source in declared, f"{name}: volume {source} is not declared"
 
 
-def test_brain_sets_only_variables_it_reads(services: dict[str, dict[str, Any]]) -> None:
-    fields = field_env_names(BrainSettings)
-    unknown = set(environment(services["brain"])) - fields
-    assert not unknown, f"compose sets variables BrainSettings does not have: {unknown}"
+@each_service
+def test_services_set_only_variables_they_read(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    unknown = set(environment(services[name])) - field_env_names(OURS[name])
+    assert not unknown, f"compose sets variables {name} does not have: {unknown}"
 
 
-def test_compose_defaults_match_the_settings(services: dict[str, dict[str, Any]]) -> None:
+@each_service
+def test_compose_defaults_match_the_settings(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
     """`VAR: ${VAR:-default}` must not silently change a default of the code."""
-    defaults = {name.upper(): field.default for name, field in BrainSettings.model_fields.items()}
-    for key, value in environment(services["brain"]).items():
+    fields = OURS[name].model_fields.items()
+    defaults = {field_name.upper(): field.default for field_name, field in fields}
+    for key, value in environment(services[name]).items():
         match = INTERPOLATION.fullmatch(value)
         if match and match.group(1) == key and match.group(2) == "-" and match.group(3):
             assert match.group(3) == str(defaults[key]), key
 
 
-def test_brain_reaches_the_compose_infrastructure(services: dict[str, dict[str, Any]]) -> None:
-    env = environment(services["brain"])
+@each_service
+def test_services_reach_the_compose_infrastructure(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    env = environment(services[name])
     postgres_env = environment(services["postgres"])
 
     database = urlsplit(INTERPOLATION.sub("x", env["DATABASE_URL"]))
@@ -307,7 +336,7 @@ def test_every_compose_variable_is_in_env_example(compose: dict[str, Any]) -> No
 
 def test_env_example_lists_every_setting() -> None:
     documented = set(env_example())
-    for settings in (Settings, BrainSettings):
+    for settings in (Settings, *OURS.values()):
         missing = field_env_names(settings) - documented
         assert not missing, f"{settings.__name__} fields missing from .env.example: {missing}"
     for name in COMPOSE_ONLY_VARIABLES:
@@ -324,19 +353,21 @@ def test_env_example_comments_every_variable() -> None:
             ), f"no one-line meaning above {line!r}"
 
 
-def test_env_example_gives_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in BrainSettings.model_fields:
-        monkeypatch.delenv(name.upper(), raising=False)
-    loaded = BrainSettings(_env_file=ENV_EXAMPLE)
-    defaults = BrainSettings(_env_file=None)
+@each_service
+def test_env_example_gives_the_defaults(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    settings = OURS[name]
+    for field in settings.model_fields:
+        monkeypatch.delenv(field.upper(), raising=False)
+    loaded = settings(_env_file=ENV_EXAMPLE)
+    defaults = settings(_env_file=None)
 
     def plain(value: Any) -> Any:
         if isinstance(value, list):
             return [plain(v) for v in value]
         return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
-    for name in BrainSettings.model_fields:
-        assert plain(getattr(loaded, name)) == plain(getattr(defaults, name)), name
+    for field in settings.model_fields:
+        assert plain(getattr(loaded, field)) == plain(getattr(defaults, field)), field
 
 
 def test_env_example_holds_no_secret() -> None:
