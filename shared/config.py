@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     allowed_symbols: Annotated[list[str], NoDecode] = list(DEFAULT_SYMBOLS)
     max_position_size: float = Field(0.15, gt=0, le=1)
 
+    # Binance USDⓈ-M, in `live` and `testnet` mode (execute.md, "Exchange adapters"): the
+    # account's API key and secret, never logged. `binance_api_base_url` replaces the scheme
+    # and host of every USDⓈ-M (`fapi…`) endpoint ccxt calls: a forward proxy in front of
+    # Binance, or a local imitation in tests. Unset, ccxt's own URLs are used.
+    binance_api_key: SecretStr | None = None
+    binance_secret: SecretStr | None = None
+    binance_api_base_url: str | None = None
+    exchange_timeout_s: float = Field(10.0, gt=0)
+
     @field_validator("phoenix95_api_keys", "allowed_symbols", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -74,20 +83,29 @@ class Settings(BaseSettings):
     def _upper_symbols(cls, value: list[str]) -> list[str]:
         return [symbol.upper() for symbol in value]
 
+    @field_validator("binance_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("BINANCE_API_BASE_URL must be an http(s) URL, e.g. http://127.0.0.1:8080")
+        return value.strip().rstrip("/")
+
     @model_validator(mode="after")
     def _placeholder_secrets(self) -> Settings:
-        if self.exchange_mode is ExchangeMode.LIVE:
-            for name in self.required_live_secrets():
-                value = getattr(self, name)
-                if isinstance(value, list):
-                    missing = not value or any(is_placeholder(v) for v in value)
-                else:
-                    missing = is_placeholder(value)
-                if missing:
-                    raise SecretMissingError(
-                        f"EXCHANGE_MODE=live needs {name.upper()}: set it in the environment "
-                        "(it is missing or still the placeholder from .env.example)"
-                    )
+        for name in self.required_secrets():
+            value = getattr(self, name)
+            if isinstance(value, list):
+                missing = not value or any(is_placeholder(v) for v in value)
+            else:
+                missing = is_placeholder(value)
+            if missing:
+                raise SecretMissingError(
+                    f"EXCHANGE_MODE={self.exchange_mode.value} needs {name.upper()}: set it in "
+                    "the environment (it is missing or still the placeholder from .env.example)"
+                )
         # A secret left at its .env.example placeholder is unset, in every mode.
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -97,9 +115,22 @@ class Settings(BaseSettings):
                 object.__setattr__(self, name, [v for v in value if not is_placeholder(v)])
         return self
 
+    def required_secrets(self) -> tuple[str, ...]:
+        """Secret fields without which this service must not run in its exchange mode."""
+        if self.exchange_mode is ExchangeMode.LIVE:
+            return self.required_live_secrets()
+        if self.exchange_mode is ExchangeMode.TESTNET:
+            return self.required_testnet_secrets()
+        return ()
+
     def required_live_secrets(self) -> tuple[str, ...]:
         """Secret fields without which this service must not run in live mode."""
         return ("phoenix95_api_keys",)
+
+    def required_testnet_secrets(self) -> tuple[str, ...]:
+        """Secret fields without which this service must not run in testnet mode (none by
+        default: testnet trades no real money, so the HTTP API keys stay optional there)."""
+        return ()
 
     def secret_values(self) -> list[str]:
         """Every secret value this process knows, so that logs can mask them."""

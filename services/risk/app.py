@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from services.risk.consumers import consumers
 from services.risk.engine import PRODUCER, RiskEngine
+from services.risk.markets import catalog_for
 from services.risk.routes import build_router
 from services.risk.settings import RiskSettings
 from services.risk.watch import LiquidationWatch
@@ -36,14 +37,18 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
         db = create_engine(settings.database_url.get_secret_value())
         sessions = session_factory(db)
         outbox = Outbox(PRODUCER, broker, sessions)
-        engine = RiskEngine(settings, redis, sessions, outbox)
+        markets = catalog_for(settings)
+        engine = RiskEngine(settings, redis, sessions, outbox, markets)
         watch = LiquidationWatch(engine, redis, Keys(settings.redis_prefix),
                                  settings.positions_refresh_s)
         app.state.broker, app.state.redis, app.state.engine_db = broker, redis, db
-        app.state.engine = engine
+        app.state.engine, app.state.markets = engine, markets
         started: list[Consumer] = []
 
         async def start() -> None:
+            # Precision and brackets before the first verdict (live: from the exchange, or the
+            # bundled table if it cannot be read; never an error).
+            await markets.load(settings.allowed_symbols)
             await broker.wait_connected()
             await engine.current_state()
             await outbox.flush()  # whatever a crash left unsent goes first
@@ -56,6 +61,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
             asyncio.create_task(start(), name="risk-start"),
             asyncio.create_task(watch.run(), name="liquidation-watch"),
             asyncio.create_task(outbox.run_relay(settings.outbox_interval_s), name="relay"),
+            asyncio.create_task(markets.run(), name="market-data"),
         ]
         app.state.ready = tasks[0]
         try:
@@ -66,6 +72,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await markets.close()
             await broker.close()
             await redis.aclose()
             await db.dispose()

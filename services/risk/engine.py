@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.risk.brackets import BUNDLED, FALLBACK, bracket_for
+from services.risk.brackets import bracket_for
 from services.risk.checks import Exposure, Limits, Portfolio, evaluate_entry
+from services.risk.markets import MarketCatalog, PaperCatalog
 from services.risk.metrics import TRADING_STATE, VERDICTS
 from services.risk.models import (
     AccountState,
@@ -47,7 +48,6 @@ from shared.contracts import (
     TradingState,
     Verdict,
 )
-from shared.instruments import PAPER_PRECISION, Precision
 from shared.messaging import topology
 from shared.observability.logging import get_logger
 from shared.outbox import Outbox, stage
@@ -56,13 +56,8 @@ from shared.redis import Keys
 log = get_logger(__name__)
 
 PRODUCER = "risk"
-DEFAULT_PRECISION = Precision(price_tick=0.0001, quantity_step=0.001, min_notional=5)
 STATE_CODES = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 RELEASING_ORDER_STATES = {"FILLED", "REJECTED", "CANCELED", "CANCELLED", "EXPIRED"}
-
-
-def paper_market(symbol: str) -> Market:
-    return Market(PAPER_PRECISION.get(symbol, DEFAULT_PRECISION), BUNDLED.get(symbol, FALLBACK))
 
 
 def _utc_midnight(now: datetime) -> datetime:
@@ -72,7 +67,7 @@ def _utc_midnight(now: datetime) -> datetime:
 class RiskEngine:
     def __init__(
         self, settings: RiskSettings, redis: Redis, sessions: async_sessionmaker[AsyncSession],
-        outbox: Outbox,
+        outbox: Outbox, markets: MarketCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -80,7 +75,10 @@ class RiskEngine:
         self.sessions = sessions
         self.outbox = outbox
         self._decide_lock = asyncio.Lock()
-        self.market_for = paper_market
+        # Precision and brackets of a symbol, from memory: the paper tables, or what the
+        # live catalog last read from the exchange (services/risk/markets.py).
+        self.markets = markets or PaperCatalog()
+        self.market_for = self.markets.market_for
 
     # --- state -----------------------------------------------------------------------
 

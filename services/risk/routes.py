@@ -142,6 +142,7 @@ def build_router(settings: RiskSettings, require_api_key: Any) -> APIRouter:
             "approvals_today": portfolio.approvals_today,
             "limits": {k: sorted(v) if isinstance(v, frozenset) else v
                        for k, v in limits.__dict__.items()},
+            "market_data": engine.markets.describe(),
         }
 
     @router.get("/status", dependencies=[Depends(require_api_key)],

@@ -7,6 +7,11 @@ from pydantic import Field
 from services.risk.checks import Limits
 from shared.config import Settings
 
+# Live mode reads brackets with a signed request: without the exchange keys RISK would silently
+# fall back to the bundled table, so it refuses to start instead. Testnet too: its keys are
+# separate (and free), and a testnet run exists to exercise the exchange path.
+EXCHANGE_SECRETS = ("binance_api_key", "binance_secret")
+
 
 class RiskSettings(Settings):
     service_name: str = "risk"
@@ -27,6 +32,14 @@ class RiskSettings(Settings):
     outbox_interval_s: float = Field(5.0, gt=0)
     # How often the liquidation watch re-reads open positions written by other replicas.
     positions_refresh_s: float = Field(2.0, gt=0)
+    # Live/testnet: how often precision and maintenance brackets are re-read from Binance.
+    market_refresh_s: float = Field(3600.0, gt=0)
+
+    def required_live_secrets(self) -> tuple[str, ...]:
+        return ("phoenix95_api_keys", *EXCHANGE_SECRETS)
+
+    def required_testnet_secrets(self) -> tuple[str, ...]:
+        return EXCHANGE_SECRETS
 
     def limits(self, overrides: dict[str, object] | None = None) -> Limits:
         values = {

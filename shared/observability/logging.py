@@ -65,7 +65,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika"):
+    # ccxt's debug lines carry whole requests (the X-MBX-APIKEY header among them).
+    for noisy in ("aiormq", "aio_pika", "ccxt"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
