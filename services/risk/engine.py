@@ -17,7 +17,6 @@ from redis.asyncio import Redis
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.risk.brackets import bracket_for
 from services.risk.checks import Exposure, Limits, Portfolio, evaluate_entry
 from services.risk.markets import MarketCatalog, PaperCatalog
 from services.risk.metrics import TRADING_STATE, VERDICTS
@@ -31,6 +30,7 @@ from services.risk.models import (
 )
 from services.risk.orders import MaintenanceOverride, Market, build_order
 from services.risk.settings import RiskSettings
+from shared.brackets import bracket_for
 from shared.contracts import (
     AccountUpdated,
     Decision,

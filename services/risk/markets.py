@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.risk.brackets import BUNDLED, FALLBACK, Bracket
 from services.risk.orders import Market
 from services.risk.settings import RiskSettings
+from shared.brackets import BUNDLED, FALLBACK, Bracket
 from shared.config import ExchangeMode, Settings
 from shared.exchange import binanceusdm, ccxt_symbol
 from shared.instruments import PAPER_PRECISION, Precision

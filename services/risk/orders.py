@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from services.risk.brackets import Bracket, bracket_for
-from services.risk.liquidation import distance_to_liquidation, liquidation_price
+from shared.brackets import Bracket, bracket_for
 from shared.contracts import OrderPlan
 from shared.instruments import Precision, protective_prices, round_to_tick
+from shared.liquidation import distance_to_liquidation, liquidation_price
 
 
 def floor_to_step(quantity: float, step: float) -> float:

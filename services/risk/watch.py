@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from services.risk.engine import PRODUCER, RiskEngine
-from services.risk.liquidation import distance_to_liquidation
 from services.risk.liquidation_watch import Level, alert_for, level_for
 from services.risk.metrics import LIQUIDATION_DISTANCE
 from services.risk.models import KnownPosition
 from shared.contracts import Envelope, RiskAlertCode, RiskAlertRaised
+from shared.liquidation import distance_to_liquidation
 from shared.messaging import topology
 from shared.observability.logging import get_logger
 from shared.outbox import stage

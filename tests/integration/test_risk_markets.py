@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import ValidationError
 
-from services.risk.brackets import BUNDLED, FALLBACK, Bracket
 from services.risk.markets import (
     DEFAULT_PRECISION,
     LiveCatalog,
@@ -19,6 +18,7 @@ from services.risk.markets import (
     paper_market,
 )
 from services.risk.settings import RiskSettings
+from shared.brackets import BUNDLED, FALLBACK, Bracket
 from shared.config import DEFAULT_SYMBOLS, SecretMissingError
 from shared.instruments import PAPER_PRECISION, Precision
 from tests.fakes.binance import API_KEY, SECRET, Failure, FakeBinance, brackets

@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 
-from services.risk.brackets import BUNDLED, Bracket, bracket_for
-from services.risk.liquidation import distance_to_liquidation, liquidation_price
 from services.risk.orders import MaintenanceOverride, Market, build_order, floor_to_step
+from shared.brackets import BUNDLED, Bracket, bracket_for
 from shared.instruments import PAPER_PRECISION, Precision
+from shared.liquidation import distance_to_liquidation, liquidation_price
 
 STOP_LOSS_PCT = 0.02
 TAKE_PROFIT_PCT = 0.02

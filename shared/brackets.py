@@ -1,4 +1,5 @@
 """Maintenance-margin brackets of Binance USDⓈ-M (risk.md): by notional, not by margin.
+RISK sizes liquidation with them; the paper exchange liquidates with them.
 
 Live mode reads them from the exchange (ccxt `fetch_leverage_tiers`); paper mode, and any
 failure to read them, uses this bundled table: the first five brackets of each symbol.
