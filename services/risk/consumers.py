@@ -15,6 +15,7 @@ from shared.contracts import (
     OrderUpdated,
     PositionClosed,
     PositionOpened,
+    PositionUpdated,
     SignalAnalyzed,
 )
 from shared.messaging import Broker, Consumer
@@ -35,6 +36,9 @@ def consumers(broker: Broker, engine: RiskEngine, prefetch: int,
             case PositionClosed():
                 await engine.on_position_closed(payload)
                 await on_positions_changed()
+            case PositionUpdated():
+                await engine.on_position_updated(payload)
+                await on_positions_changed()
             case OrderUpdated():
                 await engine.on_order_updated(payload)
             case AccountUpdated():
@@ -42,12 +46,13 @@ def consumers(broker: Broker, engine: RiskEngine, prefetch: int,
             case EmergencyCloseTriggered():
                 await engine.on_emergency()
             case _:
-                pass  # position.updated and the like: nothing RISK keeps
+                pass  # EXECUTE's alerts: nothing RISK keeps
 
     async def control(envelope: Envelope, payload: MessagePayload) -> None:
         if not isinstance(payload, ChangeTradingState):
             raise InvalidMessageError(f"{envelope.type} does not belong on risk_control")
-        await engine.change_state(payload.state, payload.reason, payload.requested_by)
+        await engine.change_state(payload.state, payload.reason, payload.requested_by,
+                                  requested_at=envelope.produced_at)
 
     return [
         Consumer(broker, "signal_processing", analyses, prefetch=prefetch),

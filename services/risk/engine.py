@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.risk.checks import Exposure, Limits, Portfolio, evaluate_entry
+from services.risk.checks import Exposure, Limits, Portfolio, evaluate_entry, signal_checks
 from services.risk.markets import MarketCatalog, PaperCatalog
 from services.risk.metrics import TRADING_STATE, VERDICTS
 from services.risk.models import (
@@ -39,6 +39,7 @@ from shared.contracts import (
     OrderUpdated,
     PositionClosed,
     PositionOpened,
+    PositionUpdated,
     ReasonCode,
     RiskAlertCode,
     RiskAlertRaised,
@@ -57,7 +58,13 @@ log = get_logger(__name__)
 
 PRODUCER = "risk"
 STATE_CODES = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
-RELEASING_ORDER_STATES = {"FILLED", "REJECTED", "CANCELED", "CANCELLED", "EXPIRED"}
+# An entry order that ends without a fill frees its reservation; a filled one frees it when
+# its position is reported (position.opened), so the margin is never counted out in between.
+RELEASING_ORDER_STATES = {"REJECTED", "CANCELED", "CANCELLED", "EXPIRED"}
+RISK_STREAM_MAXLEN = 10_000
+# Stage 1 of a close looks at its age only: no state, no cooldown.
+CLOSE_CHECK_PORTFOLIO = Portfolio(state=TradingState.ACTIVE, equity=0.0, day_start_equity=0.0,
+                                  daily_pnl=0.0)
 
 
 def _utc_midnight(now: datetime) -> datetime:
@@ -74,7 +81,9 @@ class RiskEngine:
         self.keys = Keys(settings.redis_prefix)
         self.sessions = sessions
         self.outbox = outbox
-        self._decide_lock = asyncio.Lock()
+        # Verdicts and every write to the trading state, one at a time in this process (across
+        # processes: the single active consumer, and the state row locked FOR UPDATE).
+        self._write_lock = asyncio.Lock()
         # Precision and brackets of a symbol, from memory: the paper tables, or what the
         # live catalog last read from the exchange (services/risk/markets.py).
         self.markets = markets or PaperCatalog()
@@ -82,8 +91,16 @@ class RiskEngine:
 
     # --- state -----------------------------------------------------------------------
 
-    async def _state(self, session: AsyncSession) -> RiskState:
-        row = await session.get(RiskState, 1)
+    async def send_pending(self) -> None:
+        """Publish what the outbox holds. A failure fails no caller: the effects are committed
+        and the relay sends the messages once the broker answers."""
+        try:
+            await self.outbox.flush()
+        except Exception as exc:
+            log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
+
+    async def _state(self, session: AsyncSession, for_update: bool = False) -> RiskState:
+        row = await session.get(RiskState, 1, with_for_update=for_update)
         if row is None:
             row = RiskState(id=1, trading_state=TradingState.ACTIVE.value, reason="initial",
                             changed_by="risk", changed_at=datetime.now(UTC), limits={})
@@ -97,7 +114,8 @@ class RiskEngine:
     async def portfolio(self, session: AsyncSession, now: datetime) -> Portfolio:
         state = await self._state(session)
         account = await session.get(AccountState, 1)
-        positions = (await session.scalars(select(KnownPosition))).all()
+        positions = (await session.scalars(
+            select(KnownPosition).where(KnownPosition.closed_at.is_(None)))).all()
         reservations = (await session.scalars(
             select(Reservation).where(Reservation.released_at.is_(None),
                                       Reservation.expires_at > now))).all()
@@ -159,19 +177,35 @@ class RiskEngine:
         if analysis.decision not in (Decision.EXECUTE, Decision.CLOSE):
             log.warning("analysis that is not for RISK ignored", decision=analysis.decision)
             return
-        async with self._decide_lock:
+        async with self._write_lock:
             async with self.sessions.begin() as session:
+                verdict: Verdict | None = None
+                state: str | None = None
                 if await session.get(VerdictRecord, signal.signal_id) is None:
-                    await self._decide(session, analysis)
+                    verdict = await self._decide(session, analysis)
+                    state = (await self._state(session)).trading_state
                 else:
                     log.info("analysis already decided; re-sending only what is unsent")
-        await self.outbox.flush()
+            if state is not None:
+                await self._mirror_state(state)
+        await self.send_pending()
+        if verdict is not None:
+            await self._stream(signal.signal_id, signal.symbol, verdict)
 
-    async def _decide(self, session: AsyncSession, analysis: SignalAnalyzed) -> None:
+    async def _decide(self, session: AsyncSession, analysis: SignalAnalyzed) -> Verdict:
         signal = analysis.signal
         now = datetime.now(UTC)
+        # Without TradingView's time, BRAIN's receipt dates the signal: one that waited in a
+        # queue (RISK down) must not be traded late either.
+        sent_at = signal.sent_at or signal.received_at
         if analysis.decision is Decision.CLOSE:
-            verdict = Verdict(approved=True, close=True)
+            # Closes pass stage 1 whatever the trading state, but a stale close could close a
+            # position opened since: it is refused like a stale entry.
+            stale = signal_checks(symbol=signal.symbol, sent_at=sent_at, now=now,
+                                  portfolio=CLOSE_CHECK_PORTFOLIO,
+                                  limits=self.settings.limits({"allowed_symbols": [signal.symbol]}))
+            verdict = (Verdict(approved=False, stage_failed=1, reasons=stale, close=True)
+                       if stale else Verdict(approved=True, close=True))
         else:
             portfolio = await self.portfolio(session, now)
             limits = await self.limits(session)
@@ -181,10 +215,8 @@ class RiskEngine:
                 equity=portfolio.equity, leverage=analysis.leverage,
                 margin_fraction=margin_fraction,
             )
-            # Without TradingView's time, BRAIN's receipt dates the signal: one that waited in
-            # a queue (RISK down) must not be traded late either.
-            verdict = self.judge(order, market, sent_at=signal.sent_at or signal.received_at,
-                                 now=now, portfolio=portfolio, limits=limits)
+            verdict = self.judge(order, market, sent_at=sent_at, now=now, portfolio=portfolio,
+                                 limits=limits)
             if any(r.code is ReasonCode.DAILY_LOSS_LIMIT for r in verdict.reasons):
                 await self._change_state(session, TradingState.HALTED,
                                          "daily loss limit reached", "risk")
@@ -216,6 +248,17 @@ class RiskEngine:
         log.info("verdict", signal_id=signal.signal_id, symbol=signal.symbol,
                  approved=verdict.approved, stage_failed=verdict.stage_failed,
                  reasons=[r.code.value for r in verdict.reasons], reverse=verdict.reverse)
+        return verdict
+
+    async def _stream(self, signal_id: str, symbol: str, verdict: Verdict) -> None:
+        """`risk:stream`: real-time data for dashboards, fine to lose at the tail."""
+        try:
+            await self.redis.xadd(
+                self.keys("risk", "stream"),
+                {"signal_id": signal_id, "symbol": symbol, "verdict": verdict.model_dump_json()},
+                maxlen=RISK_STREAM_MAXLEN, approximate=True)
+        except Exception as exc:
+            log.warning("risk:stream append failed", error=f"{type(exc).__name__}")
 
     async def check(self, *, symbol: str, side: str, price: float, leverage: int,
                     margin_fraction: float | None, quantity: float | None,
@@ -238,15 +281,25 @@ class RiskEngine:
     # --- trading state ---------------------------------------------------------------
 
     async def change_state(self, state: TradingState | None, reason: str, changed_by: str,
-                           limits: dict[str, Any] | None = None) -> None:
-        async with self.sessions.begin() as session:
-            await self._change_state(session, state, reason, changed_by, limits)
-        await self.outbox.flush()
+                           limits: dict[str, Any] | None = None,
+                           requested_at: datetime | None = None) -> None:
+        """A command older than the state's last change (a redelivered /halt after a newer
+        /resume) changes nothing."""
+        async with self._write_lock:
+            async with self.sessions.begin() as session:
+                row = await self._state(session, for_update=True)
+                if requested_at is not None and requested_at <= row.changed_at:
+                    log.info("stale trading-state command ignored", state=state)
+                    return
+                await self._change_state(session, state, reason, changed_by, limits)
+            await self._mirror_state(row.trading_state)
+        await self.send_pending()
 
     async def _change_state(self, session: AsyncSession, state: TradingState | None,
                             reason: str, changed_by: str,
                             limits: dict[str, Any] | None = None) -> None:
-        row = await self._state(session)
+        """Within the caller's transaction; the caller mirrors the state once it commits."""
+        row = await self._state(session, for_update=True)
         if limits:
             row.limits = {**row.limits, **limits}
         if state is None or row.trading_state == state.value:
@@ -264,46 +317,70 @@ class RiskEngine:
         )
         stage(session, Envelope.wrap(alert, producer=PRODUCER, correlation_id=str(uuid.uuid4())),
               topology.RISK_MANAGEMENT.name, "risk.alert")
-        # Live state: mirrored for the other services, never given a TTL.
-        await self.redis.set(self.keys("risk", "trading_state"), state.value)
-        TRADING_STATE.set(STATE_CODES[state])
         log.warning("trading state changed", previous=previous, state=state.value,
                     reason=reason, changed_by=changed_by)
+
+    async def _mirror_state(self, state: str) -> None:
+        """Live state for the other services (never given a TTL), and the gauge."""
+        TRADING_STATE.set(STATE_CODES[TradingState(state)])
+        try:
+            await self.redis.set(self.keys("risk", "trading_state"), state)
+        except Exception as exc:
+            log.warning("trading state not mirrored to Redis", error=f"{type(exc).__name__}")
 
     async def current_state(self) -> RiskState:
         async with self.sessions.begin() as session:
             row = await self._state(session)
-        TRADING_STATE.set(STATE_CODES[TradingState(row.trading_state)])
-        await self.redis.set(self.keys("risk", "trading_state"), row.trading_state)
+        await self._mirror_state(row.trading_state)
         return row
 
     # --- what EXECUTE reports --------------------------------------------------------
 
     async def on_position_opened(self, event: PositionOpened) -> None:
         async with self.sessions.begin() as session:
-            await session.merge(KnownPosition(
-                position_id=event.position_id, signal_id=event.signal_id, symbol=event.symbol,
-                side=event.side, quantity=event.quantity, entry_price=event.entry_price,
-                margin=event.margin, stop_loss=event.stop_loss,
-                liquidation_price=event.liquidation_price, opened_at=event.opened_at,
-            ))
+            known = await session.get(KnownPosition, event.position_id)
+            if known is None:  # a closed one stays closed, whatever order events come in
+                session.add(KnownPosition(
+                    position_id=event.position_id, signal_id=event.signal_id,
+                    symbol=event.symbol, side=event.side, quantity=event.quantity,
+                    entry_price=event.entry_price, margin=event.margin,
+                    stop_loss=event.stop_loss, liquidation_price=event.liquidation_price,
+                    opened_at=event.opened_at,
+                ))
             if event.signal_id:
                 await self._release(session, event.signal_id)
 
+    async def on_position_updated(self, event: PositionUpdated) -> None:
+        async with self.sessions.begin() as session:
+            await session.execute(
+                update(KnownPosition)
+                .where(KnownPosition.position_id == event.position_id,
+                       KnownPosition.closed_at.is_(None))
+                .values(quantity=event.quantity, margin=event.margin,
+                        stop_loss=event.stop_loss,
+                        liquidation_price=event.liquidation_price))
+
     async def on_position_closed(self, event: PositionClosed) -> None:
         async with self.sessions.begin() as session:
+            known = await session.get(KnownPosition, event.position_id)
             if event.remaining_quantity > 0:
-                await session.execute(
-                    update(KnownPosition).where(KnownPosition.position_id == event.position_id)
-                    .values(quantity=event.remaining_quantity))
+                if known is not None and known.closed_at is None and known.quantity > 0:
+                    known.margin *= event.remaining_quantity / known.quantity
+                    known.quantity = event.remaining_quantity
+            elif known is None:  # closed before its opening arrived: remember it as closed
+                session.add(KnownPosition(
+                    position_id=event.position_id, symbol=event.symbol, side=event.side,
+                    quantity=0.0, entry_price=event.entry_price, margin=0.0,
+                    liquidation_price=0.0, opened_at=event.closed_at,
+                    closed_at=event.closed_at))
             else:
-                await session.execute(
-                    delete(KnownPosition).where(KnownPosition.position_id == event.position_id))
+                known.closed_at = event.closed_at
             if event.reason == "stop_loss":
                 await session.merge(StopOut(symbol=event.symbol, stopped_at=event.closed_at))
 
     async def on_order_updated(self, event: OrderUpdated) -> None:
-        if event.signal_id and event.status.upper() in RELEASING_ORDER_STATES:
+        if (event.signal_id and not event.reduce_only
+                and event.status.upper() in RELEASING_ORDER_STATES):
             async with self.sessions.begin() as session:
                 await self._release(session, event.signal_id)
 
@@ -314,26 +391,35 @@ class RiskEngine:
             .values(released_at=datetime.now(UTC)))
 
     async def on_account_updated(self, event: AccountUpdated) -> None:
-        async with self.sessions.begin() as session:
-            row = await session.get(AccountState, 1)
-            if row is not None and row.updated_at >= event.updated_at:
-                return  # an older snapshot, delivered late
-            await session.merge(AccountState(
-                id=1, equity=event.equity, day_start_equity=event.day_start_equity,
-                daily_pnl=event.daily_pnl, updated_at=event.updated_at))
-            limits = await self.limits(session)
-            if event.daily_pnl <= -limits.emergency_loss_pct * event.day_start_equity:
-                await self._change_state(session, TradingState.HALTED,
-                                         f"daily loss limit reached ({event.daily_pnl:.2f})",
-                                         "risk")
-        await self.outbox.flush()
+        values = {"equity": event.equity, "day_start_equity": event.day_start_equity,
+                  "daily_pnl": event.daily_pnl, "updated_at": event.updated_at}
+        async with self._write_lock:
+            async with self.sessions.begin() as session:
+                # Only a newer snapshot replaces the one kept: late deliveries change nothing.
+                newer = await session.execute(
+                    update(AccountState)
+                    .where(AccountState.id == 1, AccountState.updated_at < event.updated_at)
+                    .values(**values))
+                if newer.rowcount == 0:
+                    if await session.get(AccountState, 1) is not None:
+                        return
+                    session.add(AccountState(id=1, **values))
+                limits = await self.limits(session)
+                if event.daily_pnl <= -limits.emergency_loss_pct * event.day_start_equity:
+                    await self._change_state(
+                        session, TradingState.HALTED,
+                        f"daily loss limit reached ({event.daily_pnl:.2f})", "risk")
+                state = (await self._state(session)).trading_state
+            await self._mirror_state(state)
+        await self.send_pending()
 
     async def on_emergency(self) -> None:
         await self.change_state(TradingState.HALTED, "emergency close by EXECUTE", "execute")
 
     async def open_positions(self) -> list[KnownPosition]:
         async with self.sessions() as session:
-            return list((await session.scalars(select(KnownPosition))).all())
+            return list((await session.scalars(
+                select(KnownPosition).where(KnownPosition.closed_at.is_(None)))).all())
 
     async def reservations(self, now: datetime) -> list[Reservation]:
         async with self.sessions() as session:

@@ -42,7 +42,7 @@ class Reservation(Base):
 
 
 class KnownPosition(Base):
-    """An open position as EXECUTE's events describe it."""
+    """A position as EXECUTE's events describe it."""
 
     __tablename__ = "risk_positions"
 
@@ -56,6 +56,8 @@ class KnownPosition(Base):
     stop_loss: Mapped[float | None] = mapped_column(Float)
     liquidation_price: Mapped[float] = mapped_column(Float)
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Kept once closed, so that a late or repeated `position.opened` cannot reopen it.
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class AccountState(Base):

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from services.risk.engine import RiskEngine
 from services.risk.orders import MaintenanceOverride
@@ -15,18 +22,20 @@ from services.risk.settings import RiskSettings
 from shared.contracts import OrderPlan, Reason, TradingState
 from shared.http import dependency_checks, health_response
 
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or control characters (PostgreSQL refuses NUL)
+
 
 class CheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    symbol: str = Field(min_length=2, max_length=32)
+    symbol: str = Field(min_length=2, max_length=32, pattern=r"^[A-Za-z0-9]+$")
     side: Literal["long", "short"]
     price: float = Field(gt=0, lt=1e12)
     margin_fraction: float | None = Field(None, gt=0, le=1)
     quantity: float | None = Field(None, gt=0, lt=1e12)
     leverage: int = Field(20, ge=1, le=125)
     equity: float | None = Field(None, gt=0, lt=1e15, description="what-if equity")
-    sent_at: datetime | None = None
+    sent_at: AwareDatetime | None = None
     # What-if maintenance values (Binance's reference examples give them directly).
     wallet_balance: float | None = Field(None, gt=0, lt=1e15)
     maintenance_margin_rate: float | None = Field(None, ge=0, lt=1)
@@ -72,8 +81,8 @@ class UpdateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trading_state: TradingState | None = None
-    reason: str = Field("", max_length=500)
-    changed_by: str = Field("api", min_length=1, max_length=64)
+    reason: str = Field("", max_length=500, pattern=PRINTABLE)
+    changed_by: str = Field("api", min_length=1, max_length=64, pattern=PRINTABLE)
     limits: LimitsUpdate | None = None
 
     @model_validator(mode="after")

@@ -31,12 +31,23 @@ log = get_logger(__name__)
 
 GROUP = "risk_processors"
 
+# Moves a position's level only if no one (a restart, another replica) moved it first, so
+# each level change alerts once.
+_SWAP_LEVEL = """
+if (redis.call('hget', KEYS[1], ARGV[1]) or '0') == ARGV[2] then
+  redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) return 1
+end
+return 0
+"""
+
 
 class LiquidationWatch:
     def __init__(self, engine: RiskEngine, redis: Redis, keys: Keys, refresh_s: float) -> None:
         self.engine = engine
         self.redis = redis
         self.stream = keys("market", "stream")
+        self.levels_key = keys("risk", "liquidation_levels")
+        self._swap_level = redis.register_script(_SWAP_LEVEL)
         self.refresh_s = refresh_s
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._positions: dict[str, list[KnownPosition]] = {}
@@ -49,7 +60,11 @@ class LiquidationWatch:
             by_symbol.setdefault(position.symbol, []).append(position)
         self._positions = by_symbol
         live = {p.position_id for ps in by_symbol.values() for p in ps}
-        self._levels = {pid: level for pid, level in self._levels.items() if pid in live}
+        stored = await self.redis.hgetall(self.levels_key)
+        self._levels = {pid: Level(int(v)) for pid, v in stored.items() if pid in live}
+        gone = [pid for pid in stored if pid not in live]
+        if gone:
+            await self.redis.hdel(self.levels_key, *gone)
         self._loaded_at = time.monotonic()
 
     async def run(self) -> None:
@@ -61,9 +76,11 @@ class LiquidationWatch:
                 batches = await self.redis.xreadgroup(
                     GROUP, self.consumer, {self.stream: ">"}, count=500, block=1000)
                 for _stream, entries in batches or []:
-                    for _entry_id, fields in entries:
-                        await self.on_tick(fields)
-                    await self.redis.xack(self.stream, GROUP, *[e for e, _ in entries])
+                    try:
+                        for _entry_id, fields in entries:
+                            await self.on_tick(fields)
+                    finally:  # ticks are best-effort data: never left pending
+                        await self.redis.xack(self.stream, GROUP, *[e for e, _ in entries])
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -100,6 +117,12 @@ class LiquidationWatch:
         LIQUIDATION_DISTANCE.labels(position.symbol).set(distance)
         previous = self._levels.get(position.position_id, Level.OK)
         current = level_for(distance, entry_distance)
+        if current is previous:
+            return
+        if not await self._swap_level(keys=[self.levels_key],
+                                      args=[position.position_id, int(previous), int(current)]):
+            await self.refresh()  # someone else moved it: take their view
+            return
         self._levels[position.position_id] = current
         code = alert_for(previous, current)
         if code is None:
@@ -117,8 +140,15 @@ class LiquidationWatch:
         )
         envelope = Envelope.wrap(alert, producer=PRODUCER,
                                  correlation_id=position.signal_id or str(uuid.uuid4()))
-        async with self.engine.sessions.begin() as session:
-            stage(session, envelope, topology.RISK_MANAGEMENT.name, "risk.alert")
-        await self.engine.outbox.flush()
+        try:
+            async with self.engine.sessions.begin() as session:
+                stage(session, envelope, topology.RISK_MANAGEMENT.name, "risk.alert")
+        except Exception:
+            # Not recorded: put the level back so that the next tick raises it again.
+            await self._swap_level(keys=[self.levels_key],
+                                   args=[position.position_id, int(current), int(previous)])
+            self._levels[position.position_id] = previous
+            raise
+        await self.engine.send_pending()
         log.warning("liquidation distance alert", code=code.value, symbol=position.symbol,
                     distance=distance)
