@@ -31,7 +31,9 @@ from shared.contracts.signals import (
 )
 from shared.contracts.trading import (
     AccountUpdated,
+    ClosePosition,
     EmergencyCloseTriggered,
+    ExecutionAlertRaised,
     OrderUpdated,
     PositionClosed,
     PositionOpened,
@@ -42,9 +44,11 @@ __all__ = [
     "AccountUpdated",
     "Action",
     "ChangeTradingState",
+    "ClosePosition",
     "Decision",
     "EmergencyCloseTriggered",
     "Envelope",
+    "ExecutionAlertRaised",
     "InvalidMessageError",
     "MessagePayload",
     "OrderPlan",

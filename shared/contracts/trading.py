@@ -5,6 +5,7 @@ NOTIFY consume. Routing keys: `order.<status>.<SYMBOL>`, `position.<opened|updat
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from shared.contracts.envelope import MessagePayload, register
 
@@ -99,3 +100,31 @@ class EmergencyCloseTriggered(MessagePayload):
     day_start_equity: float
     threshold: float
     triggered_at: datetime
+
+
+@register
+class ExecutionAlertRaised(MessagePayload):
+    """EXECUTE's own alerts, on `alert.<CODE>.<SYMBOL>` (e.g. UNPROTECTED_POSITION_CLOSED,
+    STALE_PRICES, EXTERNAL_POSITION_ADOPTED, QUANTITY_CORRECTED)."""
+
+    message_type = "execution.alert"
+
+    code: str
+    severity: str  # "info" | "warning" | "critical"
+    message: str
+    symbol: str | None = None
+    details: dict[str, Any] = {}
+    raised_at: datetime
+
+
+@register
+class ClosePosition(MessagePayload):
+    """Command on `phoenix95.control` / `control.close_position` (Telegram /close)."""
+
+    message_type = "control.close_position"
+
+    symbol: str | None = None
+    position_id: str | None = None
+    all: bool = False
+    fraction: float = 1.0
+    requested_by: str

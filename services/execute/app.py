@@ -1,0 +1,126 @@
+"""EXECUTE's app factory. Start-up and recovery are one path: connect, check the exchange,
+reconcile, re-send what the outbox holds, then consume and monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from services.execute.account import AccountKeeper
+from services.execute.consumers import consumers
+from services.execute.engine import PRODUCER, ExecutionEngine
+from services.execute.exchange.base import Exchange, TradingNotAllowed
+from services.execute.monitor import Monitor
+from services.execute.reconcile import reconcile
+from services.execute.routes import build_router
+from services.execute.settings import ExecuteSettings
+from shared.config import ExchangeMode
+from shared.db import create_engine, session_factory
+from shared.http import add_unavailable_handler, api_key_auth
+from shared.messaging import Broker, Consumer
+from shared.observability.logging import get_logger
+from shared.observability.metrics import instrument
+from shared.outbox import Outbox
+from shared.redis import Keys, create_redis
+
+log = get_logger(__name__)
+
+
+def make_exchange(settings: ExecuteSettings, sessions) -> Exchange:  # type: ignore[no-untyped-def]
+    if settings.exchange_mode is ExchangeMode.PAPER:
+        from services.execute.exchange.paper import PaperExchange
+
+        return PaperExchange(settings, sessions)
+    from services.execute.exchange.binance import BinanceExchange
+
+    return BinanceExchange(settings)
+
+
+def create_app(settings: ExecuteSettings | None = None,
+               clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> FastAPI:
+    settings = settings or ExecuteSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = Broker(settings, producer=PRODUCER)
+        broker.start()
+        redis = create_redis(settings)
+        keys = Keys(settings.redis_prefix)
+        db = create_engine(settings.database_url.get_secret_value())
+        sessions = session_factory(db)
+        outbox = Outbox(PRODUCER, broker, sessions)
+        exchange = make_exchange(settings, sessions)
+        engine = ExecutionEngine(settings, exchange, redis, sessions, outbox, clock=clock)
+        account = AccountKeeper(engine)
+        monitor = Monitor(engine, account, broker, redis, keys)
+        engine.on_positions_changed = monitor.reload
+        app.state.broker, app.state.redis, app.state.db = broker, redis, db
+        app.state.engine, app.state.account, app.state.monitor = engine, account, monitor
+        app.state.refusal = None
+        started: list[Consumer] = []
+        tasks: list[asyncio.Task[None]] = []
+
+        async def start() -> None:
+            try:
+                await exchange.start(settings.allowed_symbols, settings.leverage)
+            except TradingNotAllowed as exc:
+                app.state.refusal = str(exc)
+                log.critical("EXECUTE refuses to trade", reason=str(exc))
+                return
+            await broker.wait_connected()
+            await reconcile(engine)
+            await outbox.flush()
+            await monitor.reload()
+            tasks.append(asyncio.create_task(monitor.run(), name="monitor"))
+            tasks.append(asyncio.create_task(monitor.housekeeping(), name="housekeeping"))
+            tasks.append(asyncio.create_task(reconcile_forever(), name="reconcile"))
+            if settings.market_data == "binance":
+                from services.execute.feed import MarketFeed
+
+                feed = MarketFeed(settings, redis, keys)
+                tasks.append(asyncio.create_task(feed.run(), name="market-feed"))
+            for consumer in consumers(broker, engine, settings.amqp_prefetch):
+                await consumer.start()
+                started.append(consumer)
+            await account.publish()
+            log.info("EXECUTE trading", mode=settings.exchange_mode.value,
+                     positions=f"http://localhost:{settings.execute_port}/positions")
+
+        async def reconcile_forever() -> None:
+            while True:
+                await asyncio.sleep(settings.reconcile_interval_s)
+                try:
+                    await reconcile(engine)
+                except Exception as exc:
+                    log.warning("reconciliation failed", error=f"{type(exc).__name__}: {exc}")
+
+        ready = asyncio.create_task(start(), name="execute-start")
+        relay = asyncio.create_task(outbox.run_relay(settings.outbox_interval_s), name="relay")
+        app.state.ready = ready
+        try:
+            yield
+        finally:
+            for consumer in started:
+                await consumer.stop()
+            for task in (ready, relay, *tasks):
+                task.cancel()
+            await asyncio.gather(ready, relay, *tasks, return_exceptions=True)
+            await exchange.close()
+            await broker.close()
+            await redis.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Phoenix 95 EXECUTE",
+        description="Orders exactly once, protected positions, monitoring, reconciliation.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    instrument(app, settings.service_name)
+    add_unavailable_handler(app)
+    app.include_router(build_router(settings, api_key_auth(settings)))
+    return app

@@ -1,0 +1,590 @@
+"""EXECUTE's order and position lifecycle (execute.md): the I/O around the exchange.
+
+Exactly once: an order's row is written (NEW) before it is sent, marked SUBMITTED, then
+FILLED / REJECTED from the answer. A timeout makes it UNKNOWN, resolved by asking the
+exchange for our client order id — never by sending again. A position's events leave through
+the outbox in the transaction that records the fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.execute.exchange.base import (
+    Exchange,
+    ExchangeOrder,
+    ExchangeUnavailable,
+    OrderRejected,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+)
+from services.execute.metrics import ORDERS, POSITIONS_OPEN, REALIZED_PNL
+from services.execute.models import FillRecord, OrderRecord, PositionRecord
+from services.execute.settings import ExecuteSettings
+from shared.brackets import BUNDLED, FALLBACK, bracket_for
+from shared.contracts import (
+    Envelope,
+    ExecutionAlertRaised,
+    MessagePayload,
+    OrderPlan,
+    OrderUpdated,
+    PositionClosed,
+    PositionOpened,
+    TradeApproved,
+)
+from shared.instruments import PAPER_PRECISION, round_to_tick
+from shared.liquidation import liquidation_price
+from shared.messaging import TransientError, topology
+from shared.observability.logging import get_logger
+from shared.outbox import Outbox, stage
+from shared.redis import Keys
+
+log = get_logger(__name__)
+
+PRODUCER = "execute"
+RESOLVE_ATTEMPTS = 6  # asking the exchange about an UNKNOWN order: 0.5 s doubling, ≈ 30 s
+
+
+def client_order_id(signal_id: str) -> str:
+    """`p95-` + a short stable hash of the signal id: Binance's charset, ≤ 36 characters."""
+    return "p95-" + hashlib.sha256(signal_id.encode()).hexdigest()[:24]
+
+
+def entry_side(side: str) -> OrderSide:
+    return OrderSide.BUY if side == "long" else OrderSide.SELL
+
+
+def exit_side(side: str) -> OrderSide:
+    return OrderSide.SELL if side == "long" else OrderSide.BUY
+
+
+def realized_pnl(side: str, entry: float, exit_price: float, quantity: float) -> float:
+    """s × (exit − entry) × qty, before fees."""
+    return (1 if side == "long" else -1) * (exit_price - entry) * quantity
+
+
+def position_liquidation_price(symbol: str, side: str, quantity: float, entry: float,
+                               margin: float) -> float:
+    """Recomputed from the actual fill (execute.md), with the bracket of the notional."""
+    bracket = bracket_for(BUNDLED.get(symbol, FALLBACK), quantity * entry)
+    lp = liquidation_price(side, quantity, entry, margin, bracket.maintenance_margin_rate,
+                           bracket.maintenance_amount)
+    precision = PAPER_PRECISION.get(symbol)
+    return round_to_tick(lp, precision.price_tick if precision else None)
+
+
+@dataclass(frozen=True)
+class Closed:
+    position_id: str
+    reason: str
+    realized_pnl: float
+    exit_price: float
+
+
+class ExecutionEngine:
+    def __init__(self, settings: ExecuteSettings, exchange: Exchange, redis: Redis,
+                 sessions: async_sessionmaker[AsyncSession], outbox: Outbox,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.settings = settings
+        self.exchange = exchange
+        self.redis = redis
+        self.keys = Keys(settings.redis_prefix)
+        self.sessions = sessions
+        self.outbox = outbox
+        self.now = clock
+        # One change of orders and positions at a time: the monitor, consumers and the API
+        # all come through here, and a position must never be closed twice.
+        self.lock = asyncio.Lock()
+        self.on_positions_changed: Callable[[], Any] | None = None
+
+    # --- messages --------------------------------------------------------------------
+
+    def _stage(self, session: AsyncSession, payload: MessagePayload, routing_key: str,
+               correlation_id: str | None) -> None:
+        envelope = Envelope.wrap(payload, producer=PRODUCER,
+                                 correlation_id=correlation_id or "execute")
+        stage(session, envelope, topology.TRADING_EXECUTION.name, routing_key)
+
+    def _stage_order(self, session: AsyncSession, row: OrderRecord) -> None:
+        event = OrderUpdated(
+            client_order_id=row.client_order_id, signal_id=row.signal_id, symbol=row.symbol,
+            side=row.side, status=row.status, quantity=row.quantity,
+            filled_quantity=row.filled_quantity, average_price=row.average_price,
+            reduce_only=row.reduce_only, error=row.error, updated_at=row.updated_at)
+        self._stage(session, event, f"order.{row.status.lower()}.{row.symbol}", row.signal_id)
+        ORDERS.labels(row.status).inc()
+
+    def stage_alert(self, session: AsyncSession, code: str, symbol: str | None, message: str,
+                    severity: str = "warning", **details: Any) -> None:
+        alert = ExecutionAlertRaised(code=code, severity=severity, message=message,
+                                     symbol=symbol, details=details, raised_at=self.now())
+        self._stage(session, alert, f"alert.{code}.{symbol or 'ALL'}", None)
+        log.warning("execution alert", code=code, symbol=symbol, detail=message)
+
+    async def send_pending(self) -> None:
+        """The effects are committed; a broker outage only delays the messages (relay)."""
+        try:
+            await self.outbox.flush()
+        except Exception as exc:
+            log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
+
+    # --- opening ---------------------------------------------------------------------
+
+    async def open_position(self, signal_id: str, plan: OrderPlan) -> PositionRecord | None:
+        """Place the approved entry exactly once, then protect the position. Idempotent: a
+        redelivered approval finds its order and only finishes what is unfinished."""
+        cid = client_order_id(signal_id)
+        async with self.lock:
+            order = await self._entry_order(cid, signal_id, plan)
+            if order is None:
+                return None
+            position = await self._position_from_fill(order, plan)
+        await self.protect(position.position_id)
+        await self.send_pending()
+        return position
+
+    async def _entry_order(self, cid: str, signal_id: str, plan: OrderPlan
+                           ) -> ExchangeOrder | None:
+        async with self.sessions.begin() as session:
+            row = await session.get(OrderRecord, cid)
+            if row is None:
+                now = self.now()
+                row = OrderRecord(
+                    client_order_id=cid, signal_id=signal_id, position_id=cid, purpose="entry",
+                    symbol=plan.symbol, side=entry_side(plan.side).value, type="MARKET",
+                    quantity=plan.quantity, price=plan.price, stop_price=None,
+                    reduce_only=False, status="NEW", filled_quantity=0.0, fee=0.0,
+                    created_at=now, updated_at=now)
+                session.add(row)
+            status = row.status
+        if status in ("REJECTED", "CANCELED"):
+            return None
+        if status == "FILLED":
+            return await self.exchange.fetch_order(symbol=plan.symbol, client_order_id=cid) \
+                or self._as_exchange_order(row)
+        if status == "NEW":
+            return await self._send(cid, lambda: self.exchange.create_market_order(
+                symbol=plan.symbol, side=entry_side(plan.side), quantity=plan.quantity,
+                client_order_id=cid, reference_price=plan.price))
+        # SUBMITTED (a crash while sending) or UNKNOWN (a timeout): ask, never resend.
+        return await self._resolve(cid, plan.symbol)
+
+    async def _send(self, cid: str, send: Callable[[], Any]) -> ExchangeOrder | None:
+        await self._set_status(cid, "SUBMITTED")
+        try:
+            return await send()
+        except OrderRejected as exc:
+            await self._rejected(cid, f"{exc.code or ''} {exc}".strip())
+            return None
+        except ExchangeUnavailable as exc:
+            await self._set_status(cid, "UNKNOWN", error=str(exc)[:500])
+            return await self._resolve(cid, None)
+
+    async def _resolve(self, cid: str, symbol: str | None) -> ExchangeOrder | None:
+        """What became of an order whose answer never came: ask by client id, with backoff."""
+        async with self.sessions() as session:
+            row = await session.get(OrderRecord, cid)
+            assert row is not None
+            symbol = symbol or row.symbol
+        delay = 0.5
+        for attempt in range(RESOLVE_ATTEMPTS):
+            try:
+                found = await self.exchange.fetch_order(symbol=symbol, client_order_id=cid)
+            except ExchangeUnavailable:
+                found = None
+                if attempt == RESOLVE_ATTEMPTS - 1:
+                    raise TransientError(f"order {cid} unresolved: exchange unreachable") from None
+            else:
+                if found is None:
+                    # The exchange never received it: safe to call it not placed.
+                    await self._rejected(cid, "not received by the exchange")
+                    return None
+                if found.status is OrderStatus.FILLED:
+                    return found
+                if found.status in (OrderStatus.REJECTED, OrderStatus.CANCELED,
+                                    OrderStatus.EXPIRED):
+                    await self._rejected(cid, f"exchange says {found.status.value}")
+                    return None
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise TransientError(f"order {cid} still not final")
+
+    async def _set_status(self, cid: str, status: str, error: str | None = None) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get(OrderRecord, cid)
+            assert row is not None
+            row.status, row.updated_at = status, self.now()
+            if error:
+                row.error = error
+
+    async def _rejected(self, cid: str, error: str) -> None:
+        async with self.sessions.begin() as session:
+            row = await session.get(OrderRecord, cid)
+            assert row is not None
+            row.status, row.error, row.updated_at = "REJECTED", error[:500], self.now()
+            self._stage_order(session, row)
+        log.warning("order rejected", client_order_id=cid, error=error)
+        await self.send_pending()
+
+    def _as_exchange_order(self, row: OrderRecord) -> ExchangeOrder:
+        return ExchangeOrder(
+            client_order_id=row.client_order_id, exchange_order_id=row.exchange_order_id or "",
+            symbol=row.symbol, side=OrderSide(row.side), type=OrderType(row.type),
+            status=OrderStatus.FILLED, quantity=row.quantity,
+            filled_quantity=row.filled_quantity, average_price=row.average_price,
+            stop_price=row.stop_price, reduce_only=row.reduce_only, fee=row.fee,
+            updated_at=row.updated_at)
+
+    async def _position_from_fill(self, fill: ExchangeOrder, plan: OrderPlan) -> PositionRecord:
+        """Record the fill and the position it opened (once), with their events."""
+        cid = fill.client_order_id
+        async with self.sessions.begin() as session:
+            position = await session.get(PositionRecord, cid)
+            if position is not None:
+                return position
+            row = await session.get(OrderRecord, cid)
+            assert row is not None
+            now = self.now()
+            entry = fill.average_price or plan.price
+            quantity = fill.filled_quantity
+            margin = quantity * entry / plan.leverage
+            row.status, row.filled_quantity, row.average_price = "FILLED", quantity, entry
+            row.fee, row.exchange_order_id, row.updated_at = fill.fee, fill.exchange_order_id, now
+            session.add(FillRecord(client_order_id=cid, symbol=fill.symbol,
+                                   side=fill.side.value, quantity=quantity, price=entry,
+                                   fee=fill.fee, filled_at=now))
+            position = PositionRecord(
+                position_id=cid, signal_id=row.signal_id, symbol=plan.symbol, side=plan.side,
+                status="open", quantity=quantity, initial_quantity=quantity, entry_price=entry,
+                margin=margin, leverage=plan.leverage, stop_loss=plan.stop_loss,
+                take_profit=plan.take_profit,
+                liquidation_price=position_liquidation_price(plan.symbol, plan.side, quantity,
+                                                             entry, margin),
+                partial_taken=False, fees=fill.fee, realized_pnl=-fill.fee, opened_at=now)
+            session.add(position)
+            self._stage_order(session, row)
+            self._stage(session, PositionOpened(
+                position_id=cid, signal_id=row.signal_id, symbol=plan.symbol, side=plan.side,
+                quantity=quantity, entry_price=entry, margin=margin, leverage=plan.leverage,
+                stop_loss=plan.stop_loss, take_profit=plan.take_profit,
+                liquidation_price=position.liquidation_price, opened_at=now,
+            ), f"position.opened.{plan.symbol}", row.signal_id)
+        log.info("position opened", position_id=cid, symbol=plan.symbol, side=plan.side,
+                 quantity=quantity, entry_price=entry)
+        await self._positions_changed()
+        return position
+
+    async def on_approved(self, approved: TradeApproved) -> None:
+        """An approval from RISK: close, reverse then open, or open."""
+        signal, verdict = approved.signal, approved.verdict
+        if verdict.close:
+            await self.close_symbol(signal.symbol, "signal")
+            return
+        assert verdict.order is not None
+        if verdict.reverse:
+            opposite = "short" if verdict.order.side == "long" else "long"
+            await self.close_symbol(signal.symbol, "signal", side=opposite)
+        await self.open_position(signal.signal_id, verdict.order)
+
+    async def close_symbol(self, symbol: str, reason: str, side: str | None = None
+                           ) -> list[Closed]:
+        closed = []
+        for position in await self.open_positions():
+            if position.symbol == symbol and (side is None or position.side == side):
+                result = await self.close_position(position.position_id, reason)
+                if result is not None:
+                    closed.append(result)
+        return closed
+
+    # --- protection ------------------------------------------------------------------
+
+    async def protect(self, position_id: str) -> None:
+        """Every open position has its stop and target resting (idempotent). A stop that
+        cannot be placed after the retries closes the position: never left unprotected."""
+        async with self.lock:
+            async with self.sessions() as session:
+                position = await session.get(PositionRecord, position_id)
+            if position is None or position.status != "open":
+                return
+            for purpose, price in (("stop_loss", position.stop_loss),
+                                   ("take_profit", position.take_profit)):
+                if price is None:
+                    continue
+                placed = await self._ensure_trigger(position, purpose, price)
+                if not placed and purpose == "stop_loss":
+                    await self._close_locked(position_id, "unprotected", alert=True)
+                    return
+
+    def _trigger_id(self, position: PositionRecord, purpose: str) -> str:
+        suffix = {"stop_loss": "sl", "take_profit": "tp"}[purpose]
+        if purpose == "stop_loss" and position.partial_taken:
+            suffix = "be"  # the break-even stop after a partial take-profit
+        return f"{position.position_id}-{suffix}"
+
+    async def _ensure_trigger(self, position: PositionRecord, purpose: str, price: float
+                              ) -> bool:
+        cid = self._trigger_id(position, purpose)
+        order_type = OrderType.STOP_MARKET if purpose == "stop_loss" \
+            else OrderType.TAKE_PROFIT_MARKET
+        for attempt in range(1, self.settings.protective_order_retries + 1):
+            async with self.sessions.begin() as session:
+                row = await session.get(OrderRecord, cid)
+                if row is not None and row.status == "OPEN":
+                    found = await self.exchange.fetch_order(symbol=position.symbol,
+                                                            client_order_id=cid)
+                    if found is not None and found.status is OrderStatus.OPEN:
+                        return True
+                if row is None:
+                    now = self.now()
+                    row = OrderRecord(
+                        client_order_id=cid, signal_id=position.signal_id,
+                        position_id=position.position_id, purpose=purpose,
+                        symbol=position.symbol, side=exit_side(position.side).value,
+                        type=order_type.value, quantity=position.quantity, price=None,
+                        stop_price=price, reduce_only=True, status="NEW", filled_quantity=0.0,
+                        fee=0.0, created_at=now, updated_at=now)
+                    session.add(row)
+                    setattr(position, "stop_order_id" if purpose == "stop_loss"
+                            else "target_order_id", cid)
+                    await session.merge(position)
+            try:
+                existing = await self.exchange.fetch_order(symbol=position.symbol,
+                                                           client_order_id=cid)
+                if existing is None or existing.status is not OrderStatus.OPEN:
+                    if existing is not None and existing.status is OrderStatus.FILLED:
+                        return True  # it already did its job; the fill is handled elsewhere
+                    await self.exchange.create_trigger_order(
+                        symbol=position.symbol, side=exit_side(position.side),
+                        quantity=position.quantity, stop_price=price, type=order_type,
+                        client_order_id=cid)
+                await self._set_status(cid, "OPEN")
+                return True
+            except (ExchangeUnavailable, OrderRejected) as exc:
+                log.warning("protective order not placed", client_order_id=cid,
+                            attempt=attempt, error=str(exc))
+                await asyncio.sleep(0.2 * attempt)
+        return False
+
+    # --- closing ---------------------------------------------------------------------
+
+    async def close_position(self, position_id: str, reason: str, fraction: float = 1.0
+                             ) -> Closed | None:
+        async with self.lock:
+            closed = await self._close_locked(position_id, reason, fraction=fraction)
+        await self.send_pending()
+        return closed
+
+    async def _close_locked(self, position_id: str, reason: str, fraction: float = 1.0,
+                            alert: bool = False) -> Closed | None:
+        """A reduce-only market order for the position (or a fraction of it), intent first."""
+        async with self.sessions.begin() as session:
+            position = await session.get(PositionRecord, position_id)
+            if position is None or position.status != "open":
+                return None
+            count = await session.scalar(select(func.count()).select_from(OrderRecord).where(
+                OrderRecord.position_id == position_id, OrderRecord.purpose == "close"))
+            cid = f"{position_id}-c{(count or 0) + 1}"
+            step = PAPER_PRECISION[position.symbol].quantity_step \
+                if position.symbol in PAPER_PRECISION else 0.001
+            quantity = position.quantity if fraction >= 1 else \
+                max(step, round(position.quantity * fraction / step) * step)
+            now = self.now()
+            session.add(OrderRecord(
+                client_order_id=cid, signal_id=position.signal_id, position_id=position_id,
+                purpose="close", symbol=position.symbol, side=exit_side(position.side).value,
+                type="MARKET", quantity=quantity, price=None, stop_price=None,
+                reduce_only=True, status="NEW", filled_quantity=0.0, fee=0.0,
+                created_at=now, updated_at=now))
+            symbol, side = position.symbol, position.side
+        fill = await self._send(cid, lambda: self.exchange.create_market_order(
+            symbol=symbol, side=exit_side(side), quantity=quantity, client_order_id=cid,
+            reduce_only=True))
+        if fill is None:
+            return None
+        return await self._record_exit(fill, reason, alert=alert)
+
+    async def on_exchange_fill(self, fill: ExchangeOrder) -> Closed | None:
+        """A resting stop or target, or a liquidation, filled on the exchange."""
+        async with self.lock:
+            closed = await self._record_exit(fill, None)
+        await self.send_pending()
+        return closed
+
+    async def _record_exit(self, fill: ExchangeOrder, reason: str | None,
+                           alert: bool = False) -> Closed | None:
+        """Book an exit fill against its position: PnL (fees included), the remaining
+        quantity, the other protective order cancelled on a full close, and the events."""
+        async with self.sessions.begin() as session:
+            row = await session.get(OrderRecord, fill.client_order_id)
+            if fill.type is OrderType.LIQUIDATION:
+                position = (await session.scalars(select(PositionRecord).where(
+                    PositionRecord.symbol == fill.symbol, PositionRecord.status == "open"))
+                ).first()
+                reason = "liquidation"
+            else:
+                if row is None or row.status == "FILLED":
+                    return None  # unknown to us, or already booked
+                position = await session.get(PositionRecord, row.position_id)
+                if reason is None:
+                    reason = {"stop_loss": "stop_loss", "take_profit": "take_profit"}.get(
+                        row.purpose, "closed_on_exchange")
+            if position is None or position.status != "open":
+                return None
+            now = self.now()
+            price = fill.average_price or position.entry_price
+            quantity = min(fill.filled_quantity or position.quantity, position.quantity)
+            if fill.type is OrderType.LIQUIDATION:
+                gross = -position.margin * quantity / position.quantity
+            else:
+                gross = realized_pnl(position.side, position.entry_price, price, quantity)
+            share = quantity / position.quantity
+            closed_margin = position.margin * share
+            pnl = gross - fill.fee
+            if row is not None:
+                row.status, row.filled_quantity, row.average_price = "FILLED", quantity, price
+                row.fee, row.updated_at = fill.fee, now
+                self._stage_order(session, row)
+            session.add(FillRecord(client_order_id=fill.client_order_id, symbol=fill.symbol,
+                                   side=fill.side.value, quantity=quantity, price=price,
+                                   fee=fill.fee, filled_at=now))
+            position.realized_pnl += pnl
+            position.fees += fill.fee
+            remaining = round(position.quantity - quantity, 12)
+            full = remaining <= 0
+            # Entry fee counted against the whole position's result, once: in realized_pnl.
+            trade_pnl = pnl if not full else position.realized_pnl
+            if full:
+                position.status, position.quantity = "closed", 0.0
+                position.exit_price, position.closed_at = price, now
+                position.close_reason = reason
+                position.roe = position.realized_pnl / (position.margin or 1)
+            else:
+                position.quantity = remaining
+                position.margin -= closed_margin
+            self._stage(session, PositionClosed(
+                position_id=position.position_id, symbol=position.symbol, side=position.side,
+                quantity=quantity, entry_price=position.entry_price, exit_price=price,
+                realized_pnl=trade_pnl,
+                roe=trade_pnl / (closed_margin if not full else (position.margin or 1)),
+                reason=reason, remaining_quantity=max(remaining, 0.0), closed_at=now,
+            ), f"position.closed.{position.symbol}", position.signal_id)
+            if alert:
+                self.stage_alert(session, "UNPROTECTED_POSITION_CLOSED", position.symbol,
+                                 "the stop could not be placed: the position was closed",
+                                 severity="critical", position_id=position.position_id)
+            others = [o for o in (position.stop_order_id, position.target_order_id)
+                      if o and o != fill.client_order_id] if full else []
+            result = Closed(position.position_id, reason, trade_pnl, price)
+            symbol = position.symbol
+        REALIZED_PNL.inc(pnl)
+        for other in others:  # cancel-the-other
+            try:
+                await self.exchange.cancel_order(symbol=symbol, client_order_id=other)
+                await self._set_status(other, "CANCELED")
+            except ExchangeUnavailable as exc:
+                log.warning("other protective order not cancelled yet (reconciliation will)",
+                            client_order_id=other, error=str(exc))
+        log.info("position closed" if full else "position reduced",
+                 position_id=result.position_id, reason=reason, pnl=pnl, price=price)
+        await self._positions_changed()
+        if full:
+            await self.refresh_performance()
+        return result
+
+    async def partial_take_profit(self, position_id: str, fraction: float) -> None:
+        """Close `fraction` once, then move the stop to the entry price (break-even) for
+        what remains: the old stop is cancelled and a new one placed."""
+        async with self.lock:
+            closed = await self._close_locked(position_id, "partial_take_profit",
+                                              fraction=fraction)
+            if closed is None:
+                return
+            async with self.sessions.begin() as session:
+                position = await session.get(PositionRecord, position_id)
+                if position is None or position.status != "open":
+                    return
+                old_stop = position.stop_order_id
+                position.partial_taken = True
+                position.stop_loss = position.entry_price
+                symbol = position.symbol
+            if old_stop:
+                try:
+                    await self.exchange.cancel_order(symbol=symbol, client_order_id=old_stop)
+                    await self._set_status(old_stop, "CANCELED")
+                except ExchangeUnavailable as exc:
+                    log.warning("old stop not cancelled yet", error=str(exc))
+        await self.protect(position_id)
+        await self.send_pending()
+
+    async def close_all(self, reason: str, cause: MessagePayload | None = None) -> int:
+        """Close every open position at market (emergency); `cause` is published after."""
+        async with self.lock:
+            positions = await self.open_positions()
+            for position in positions:
+                await self._close_locked(position.position_id, reason)
+            if cause is not None:
+                async with self.sessions.begin() as session:
+                    self._stage(session, cause, "account.emergency", None)
+        await self.send_pending()
+        return len(positions)
+
+    async def alert(self, code: str, symbol: str | None, message: str,
+                    severity: str = "warning", **details: Any) -> None:
+        async with self.sessions.begin() as session:
+            self.stage_alert(session, code, symbol, message, severity, **details)
+        await self.send_pending()
+
+    # --- what BRAIN and the dashboard read -------------------------------------------
+
+    async def _positions_changed(self) -> None:
+        async with self.sessions() as session:
+            open_positions = (await session.scalars(
+                select(PositionRecord).where(PositionRecord.status == "open"))).all()
+        POSITIONS_OPEN.set(len(open_positions))
+        key = self.keys("positions", "open")
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if open_positions:
+                    pipe.hset(key, mapping={
+                        p.position_id: f'{{"symbol":"{p.symbol}","side":"{p.side}",'
+                                       f'"quantity":{p.quantity},"entry_price":{p.entry_price}}}'
+                        for p in open_positions})
+                await pipe.execute()
+        except Exception as exc:
+            log.warning("positions not mirrored to Redis", error=f"{type(exc).__name__}")
+        if self.on_positions_changed is not None:
+            await self.on_positions_changed()
+
+    async def refresh_performance(self) -> None:
+        """`phoenix95:performance` for BRAIN's Kelly: from every closed position."""
+        async with self.sessions() as session:
+            results = list((await session.scalars(select(PositionRecord.realized_pnl).where(
+                PositionRecord.status == "closed"))).all())
+        wins = [r for r in results if r > 0]
+        losses = [-r for r in results if r <= 0]
+        performance = {
+            "total_trades": len(results),
+            "win_rate": len(wins) / len(results) if results else 0.0,
+            "avg_win": sum(wins) / len(wins) if wins else 0.0,
+            "avg_loss": sum(losses) / len(losses) if losses else 0.0,
+        }
+        try:
+            await self.redis.hset(self.keys("performance"), mapping=performance)
+        except Exception as exc:
+            log.warning("performance not written to Redis", error=f"{type(exc).__name__}")
+
+    async def open_positions(self) -> list[PositionRecord]:
+        async with self.sessions() as session:
+            return list((await session.scalars(
+                select(PositionRecord).where(PositionRecord.status == "open"))).all())

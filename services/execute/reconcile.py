@@ -1,0 +1,158 @@
+"""Reconciliation with the exchange (execute.md): at start-up, before consuming, and every
+RECONCILE_INTERVAL_S — the same code path. On a consistent account it changes nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from services.execute.engine import ExecutionEngine, position_liquidation_price
+from services.execute.exchange.base import OrderStatus, OrderType
+from services.execute.models import OrderRecord, PositionRecord
+from shared.contracts import PositionOpened
+from shared.instruments import PAPER_PRECISION, protective_prices
+from shared.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
+    """Returns what it did, by kind (all zeros on a consistent account)."""
+    done = {"adopted": 0, "closed_on_exchange": 0, "quantity_corrected": 0,
+            "protected": 0, "orders_resolved": 0}
+    on_exchange = {p.symbol: p for p in await engine.exchange.fetch_positions()}
+    ours = {p.symbol: p for p in await engine.open_positions()}
+
+    for symbol, theirs in on_exchange.items():
+        mine = ours.get(symbol)
+        if mine is None:
+            await _adopt(engine, theirs)
+            done["adopted"] += 1
+        elif abs(mine.quantity - theirs.quantity) > 1e-12:
+            async with engine.lock:
+                async with engine.sessions.begin() as session:
+                    row = await session.get(PositionRecord, mine.position_id)
+                    assert row is not None
+                    previous, row.quantity = row.quantity, theirs.quantity
+                    engine.stage_alert(session, "QUANTITY_CORRECTED", symbol,
+                                       f"{symbol}: {previous} in the database, {theirs.quantity} "
+                                       "on the exchange: corrected",
+                                       position_id=row.position_id)
+            done["quantity_corrected"] += 1
+    for symbol, mine in ours.items():
+        if symbol not in on_exchange:
+            await _gone_from_exchange(engine, mine)
+            done["closed_on_exchange"] += 1
+
+    for position in await engine.open_positions():
+        if await _missing_protection(engine, position):
+            await engine.protect(position.position_id)
+            done["protected"] += 1
+
+    done["orders_resolved"] = await _resolve_pending(engine)
+    if any(done.values()):
+        log.warning("reconciliation changed the books", **done)
+        await engine._positions_changed()
+    await engine.send_pending()
+    return done
+
+
+async def _adopt(engine: ExecutionEngine, theirs) -> None:  # type: ignore[no-untyped-def]
+    """An exchange position the database does not know: adopted, protected, announced."""
+    now = engine.now()
+    position_id = f"ext-{theirs.symbol}-{int(now.timestamp())}"
+    precision = PAPER_PRECISION.get(theirs.symbol)
+    stop, target = protective_prices(theirs.side, theirs.entry_price,
+                                     engine.settings.stop_loss_pct,
+                                     engine.settings.take_profit_pct,
+                                     precision.price_tick if precision else None)
+    margin = theirs.isolated_margin or theirs.quantity * theirs.entry_price / theirs.leverage
+    liquidation = theirs.liquidation_price or position_liquidation_price(
+        theirs.symbol, theirs.side, theirs.quantity, theirs.entry_price, margin)
+    async with engine.lock:
+        async with engine.sessions.begin() as session:
+            session.add(PositionRecord(
+                position_id=position_id, signal_id=None, symbol=theirs.symbol,
+                side=theirs.side, status="open", quantity=theirs.quantity,
+                initial_quantity=theirs.quantity, entry_price=theirs.entry_price, margin=margin,
+                leverage=theirs.leverage, stop_loss=stop, take_profit=target,
+                liquidation_price=liquidation, partial_taken=False, fees=0.0,
+                realized_pnl=0.0, opened_at=now))
+            engine._stage(session, PositionOpened(
+                position_id=position_id, symbol=theirs.symbol, side=theirs.side,
+                quantity=theirs.quantity, entry_price=theirs.entry_price, margin=margin,
+                leverage=theirs.leverage, stop_loss=stop, take_profit=target,
+                liquidation_price=liquidation, opened_at=now,
+            ), f"position.opened.{theirs.symbol}", None)
+            engine.stage_alert(session, "EXTERNAL_POSITION_ADOPTED", theirs.symbol,
+                               f"a {theirs.side} {theirs.quantity} {theirs.symbol} position on "
+                               "the exchange was unknown: adopted and protected",
+                               position_id=position_id)
+
+
+async def _gone_from_exchange(engine: ExecutionEngine, mine: PositionRecord) -> None:
+    """A database position the exchange no longer has: closed as `closed_on_exchange`,
+    booked from its protective order's fill when one filled."""
+    for order_id in (mine.stop_order_id, mine.target_order_id):
+        if order_id:
+            found = await engine.exchange.fetch_order(symbol=mine.symbol,
+                                                      client_order_id=order_id)
+            if found is not None and found.status is OrderStatus.FILLED:
+                await engine.on_exchange_fill(found)
+                return
+    from services.execute.exchange.base import ExchangeOrder, OrderSide
+
+    exit_side = OrderSide.SELL if mine.side == "long" else OrderSide.BUY
+    # No fill to go by: booked flat at the entry price, and said so.
+    await engine.on_exchange_fill(ExchangeOrder(
+        client_order_id=f"{mine.position_id}-gone", exchange_order_id="", symbol=mine.symbol,
+        side=exit_side, type=OrderType.MARKET, status=OrderStatus.FILLED,
+        quantity=mine.quantity, filled_quantity=mine.quantity, average_price=mine.entry_price,
+        stop_price=None, reduce_only=True, fee=0.0, updated_at=engine.now()))
+
+
+async def _missing_protection(engine: ExecutionEngine, position: PositionRecord) -> bool:
+    for order_id, price in ((position.stop_order_id, position.stop_loss),
+                            (position.target_order_id, position.take_profit)):
+        if price is None:
+            continue
+        if order_id is None:
+            return True
+        found = await engine.exchange.fetch_order(symbol=position.symbol,
+                                                  client_order_id=order_id)
+        if found is None or found.status is not OrderStatus.OPEN:
+            if found is not None and found.status is OrderStatus.FILLED:
+                await engine.on_exchange_fill(found)
+                return False
+            async with engine.sessions.begin() as session:
+                row = await session.get(OrderRecord, order_id)
+                if row is not None:
+                    row.status = "CANCELED"
+                    # The next placement needs a fresh client id for a re-placed order.
+                    await session.delete(row)
+                record = await session.get(PositionRecord, position.position_id)
+                if record is not None:
+                    if order_id == record.stop_order_id:
+                        record.stop_order_id = None
+                    else:
+                        record.target_order_id = None
+            return True
+    return False
+
+
+async def _resolve_pending(engine: ExecutionEngine) -> int:
+    """Closing and protective orders left SUBMITTED or UNKNOWN: asked by client id."""
+    async with engine.sessions() as session:
+        pending = (await session.scalars(select(OrderRecord).where(
+            OrderRecord.status.in_(("SUBMITTED", "UNKNOWN")),
+            OrderRecord.purpose != "entry"))).all()
+    for row in pending:
+        found = await engine.exchange.fetch_order(symbol=row.symbol,
+                                                  client_order_id=row.client_order_id)
+        if found is not None and found.status is OrderStatus.FILLED:
+            await engine.on_exchange_fill(found)
+        elif found is None or found.status is not OrderStatus.OPEN:
+            await engine._set_status(row.client_order_id, "CANCELED",
+                                     error="not on the exchange")
+        else:
+            await engine._set_status(row.client_order_id, "OPEN")
+    return len(pending)

@@ -1,0 +1,73 @@
+"""EXECUTE running in-process (paper, no market feed) against the test infrastructure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from services.execute.app import create_app
+from services.execute.settings import ExecuteSettings
+from tests.conftest import REDIS_URL
+from tests.integration.conftest import API_KEY, infrastructure
+
+KEY = {"X-API-Key": API_KEY}
+
+
+@dataclass
+class Execute:
+    app: FastAPI
+    client: httpx.AsyncClient
+    settings: ExecuteSettings
+
+    async def positions(self, status: str = "open") -> list[dict[str, Any]]:
+        response = await self.client.get("/positions", params={"status": status}, headers=KEY)
+        return response.json()
+
+    async def tick(self, symbol: str, price: float, mark: float | None = None) -> None:
+        """A tick as the market feed writes it, into `market:stream`."""
+        redis = Redis.from_url(REDIS_URL)
+        fields = {"symbol": symbol, "price": str(price),
+                  "ts": str(int(datetime.now(UTC).timestamp() * 1000))}
+        if mark is not None:
+            fields["mark_price"] = str(mark)
+        await redis.xadd(self.settings.redis_prefix + "market:stream", fields)
+        await redis.aclose()
+
+
+def execute_settings(vhost: str, redis_prefix: str, database_url: str, **overrides: Any
+                     ) -> ExecuteSettings:
+    values = infrastructure(vhost, redis_prefix, database_url) | {
+        "market_data": "none", "outbox_interval_s": 0.5, "reconcile_interval_s": 3600}
+    return ExecuteSettings(_env_file=None, **(values | overrides))
+
+
+@asynccontextmanager
+async def running_execute(settings: ExecuteSettings,
+                          clock: Callable[[], datetime] | None = None
+                          ) -> AsyncIterator[Execute]:
+    app = create_app(settings, clock=clock) if clock else create_app(settings)
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.ready, 30)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://execute") as client:
+            yield Execute(app, client, settings)
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.1)
