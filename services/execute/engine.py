@@ -325,15 +325,24 @@ class ExecutionEngine:
                     await self._close_locked(position_id, "unprotected", alert=True)
                     return
 
-    def _trigger_id(self, position: PositionRecord, purpose: str) -> str:
+    async def _trigger_id(self, session: AsyncSession, position: PositionRecord, purpose: str
+                          ) -> str:
+        """The position's live protective order of this kind, or a fresh client id for a new
+        one (an id is never reused: Binance refuses a repeated one)."""
+        current = position.stop_order_id if purpose == "stop_loss" else position.target_order_id
+        if current is not None:
+            row = await session.get(OrderRecord, current)
+            if row is None or row.status in ("NEW", "SUBMITTED", "UNKNOWN", "OPEN"):
+                return current
+        placed = await session.scalar(select(func.count()).select_from(OrderRecord).where(
+            OrderRecord.position_id == position.position_id, OrderRecord.purpose == purpose))
         suffix = {"stop_loss": "sl", "take_profit": "tp"}[purpose]
-        if purpose == "stop_loss" and position.partial_taken:
-            suffix = "be"  # the break-even stop after a partial take-profit
-        return f"{position.position_id}-{suffix}"
+        return f"{position.position_id}-{suffix}{(placed or 0) + 1 if placed else ''}"
 
     async def _ensure_trigger(self, position: PositionRecord, purpose: str, price: float
                               ) -> bool:
-        cid = self._trigger_id(position, purpose)
+        async with self.sessions() as session:
+            cid = await self._trigger_id(session, position, purpose)
         order_type = OrderType.STOP_MARKET if purpose == "stop_loss" \
             else OrderType.TAKE_PROFIT_MARKET
         for attempt in range(1, self.settings.protective_order_retries + 1):
@@ -354,9 +363,10 @@ class ExecutionEngine:
                         stop_price=price, reduce_only=True, status="NEW", filled_quantity=0.0,
                         fee=0.0, created_at=now, updated_at=now)
                     session.add(row)
-                    setattr(position, "stop_order_id" if purpose == "stop_loss"
+                    record = await session.get(PositionRecord, position.position_id)
+                    assert record is not None
+                    setattr(record, "stop_order_id" if purpose == "stop_loss"
                             else "target_order_id", cid)
-                    await session.merge(position)
             try:
                 existing = await self.exchange.fetch_order(symbol=position.symbol,
                                                            client_order_id=cid)
@@ -413,20 +423,25 @@ class ExecutionEngine:
             return None
         return await self._record_exit(fill, reason, alert=alert)
 
-    async def on_exchange_fill(self, fill: ExchangeOrder) -> Closed | None:
-        """A resting stop or target, or a liquidation, filled on the exchange."""
+    async def on_exchange_fill(self, fill: ExchangeOrder, reason: str | None = None,
+                               position_id: str | None = None) -> Closed | None:
+        """A resting stop or target, or a liquidation, filled on the exchange; or (with a
+        `position_id`) an exit we did not place, found by reconciliation."""
         async with self.lock:
-            closed = await self._record_exit(fill, None)
+            closed = await self._record_exit(fill, reason, position_id=position_id)
         await self.send_pending()
         return closed
 
     async def _record_exit(self, fill: ExchangeOrder, reason: str | None,
-                           alert: bool = False) -> Closed | None:
+                           alert: bool = False, position_id: str | None = None
+                           ) -> Closed | None:
         """Book an exit fill against its position: PnL (fees included), the remaining
         quantity, the other protective order cancelled on a full close, and the events."""
         async with self.sessions.begin() as session:
             row = await session.get(OrderRecord, fill.client_order_id)
-            if fill.type is OrderType.LIQUIDATION:
+            if position_id is not None:
+                position = await session.get(PositionRecord, position_id)
+            elif fill.type is OrderType.LIQUIDATION:
                 position = (await session.scalars(select(PositionRecord).where(
                     PositionRecord.symbol == fill.symbol, PositionRecord.status == "open"))
                 ).first()

@@ -3,16 +3,20 @@ RECONCILE_INTERVAL_S — the same code path. On a consistent account it changes 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from services.execute.engine import ExecutionEngine, position_liquidation_price
-from services.execute.exchange.base import OrderStatus, OrderType
+from services.execute.exchange.base import ExchangeOrder, OrderSide, OrderStatus, OrderType
 from services.execute.models import OrderRecord, PositionRecord
 from shared.contracts import PositionOpened
 from shared.instruments import PAPER_PRECISION, protective_prices
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
+
+IN_FLIGHT_GRACE = timedelta(minutes=10)
 
 
 async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
@@ -21,9 +25,14 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
             "protected": 0, "orders_resolved": 0}
     on_exchange = {p.symbol: p for p in await engine.exchange.fetch_positions()}
     ours = {p.symbol: p for p in await engine.open_positions()}
+    in_flight = await _entries_in_flight(engine)
 
     for symbol, theirs in on_exchange.items():
         mine = ours.get(symbol)
+        if mine is None and symbol in in_flight:
+            # An entry sent before a crash: its approval, never acked, comes back and books
+            # it under its own id. Adopting it here would count it twice.
+            continue
         if mine is None:
             await _adopt(engine, theirs)
             done["adopted"] += 1
@@ -54,6 +63,17 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
         await engine._positions_changed()
     await engine.send_pending()
     return done
+
+
+async def _entries_in_flight(engine: ExecutionEngine) -> set[str]:
+    """Symbols with an entry order sent but not booked, recently enough that its approval
+    is still coming back (older ones are adopted like any unknown position)."""
+    since = engine.now() - IN_FLIGHT_GRACE
+    async with engine.sessions() as session:
+        return set((await session.scalars(select(OrderRecord.symbol).where(
+            OrderRecord.purpose == "entry",
+            OrderRecord.status.in_(("NEW", "SUBMITTED", "UNKNOWN")),
+            OrderRecord.created_at > since))).all())
 
 
 async def _adopt(engine: ExecutionEngine, theirs) -> None:  # type: ignore[no-untyped-def]
@@ -99,15 +119,14 @@ async def _gone_from_exchange(engine: ExecutionEngine, mine: PositionRecord) -> 
             if found is not None and found.status is OrderStatus.FILLED:
                 await engine.on_exchange_fill(found)
                 return
-    from services.execute.exchange.base import ExchangeOrder, OrderSide
-
     exit_side = OrderSide.SELL if mine.side == "long" else OrderSide.BUY
     # No fill to go by: booked flat at the entry price, and said so.
     await engine.on_exchange_fill(ExchangeOrder(
         client_order_id=f"{mine.position_id}-gone", exchange_order_id="", symbol=mine.symbol,
         side=exit_side, type=OrderType.MARKET, status=OrderStatus.FILLED,
         quantity=mine.quantity, filled_quantity=mine.quantity, average_price=mine.entry_price,
-        stop_price=None, reduce_only=True, fee=0.0, updated_at=engine.now()))
+        stop_price=None, reduce_only=True, fee=0.0, updated_at=engine.now()),
+        reason="closed_on_exchange", position_id=mine.position_id)
 
 
 async def _missing_protection(engine: ExecutionEngine, position: PositionRecord) -> bool:
@@ -126,15 +145,7 @@ async def _missing_protection(engine: ExecutionEngine, position: PositionRecord)
             async with engine.sessions.begin() as session:
                 row = await session.get(OrderRecord, order_id)
                 if row is not None:
-                    row.status = "CANCELED"
-                    # The next placement needs a fresh client id for a re-placed order.
-                    await session.delete(row)
-                record = await session.get(PositionRecord, position.position_id)
-                if record is not None:
-                    if order_id == record.stop_order_id:
-                        record.stop_order_id = None
-                    else:
-                        record.target_order_id = None
+                    row.status = "CANCELED"  # gone: the next one gets a fresh client id
             return True
     return False
 

@@ -1,0 +1,316 @@
+"""EXECUTE's promises: exactly once, reconciliation, the monitor (paper exchange, real
+broker, Redis and database; RISK in-process where its reaction matters)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from services.execute.engine import client_order_id
+from services.execute.exchange.base import OrderSide, OrderType
+from services.execute.models import OrderRecord, PaperOrder
+from services.execute.reconcile import reconcile
+from shared.contracts import (
+    Action,
+    Envelope,
+    OrderPlan,
+    Signal,
+    TradeApproved,
+    Verdict,
+)
+from shared.messaging import topology
+from tests.conftest import REDIS_URL
+from tests.integration.conftest import API_KEY, alert, brain_settings, running_brain
+from tests.integration.execute_fixtures import execute_settings, running_execute, until
+from tests.integration.helpers import body, drain
+from tests.integration.risk_fixtures import risk_settings, running_risk
+
+KEY = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+def make_execute(vhost, redis_prefix, sqlite_url, amqp):
+    def factory(clock=None, **overrides):
+        return running_execute(execute_settings(vhost, redis_prefix, sqlite_url, **overrides),
+                               clock=clock)
+
+    return factory
+
+
+def plan(symbol: str = "BTCUSDT", price: float = 43123.5, quantity: float = 0.092,
+         side: str = "long") -> OrderPlan:
+    s = 1 if side == "long" else -1
+    return OrderPlan(
+        symbol=symbol, side=side, quantity=quantity, price=price,
+        notional=quantity * price, margin=quantity * price / 20, leverage=20,
+        stop_loss=round(price * (1 - s * 0.02), 1), take_profit=round(price * (1 + s * 0.02), 1),
+        liquidation_price=round(price * (1 - s * 0.046), 1), maintenance_margin_rate=0.004,
+        maintenance_amount=0.0, distance_to_liquidation=0.046,
+        risk_at_stop=quantity * price * 0.02)
+
+
+def approval(order: OrderPlan, signal_id: str | None = None) -> Envelope:
+    signal_id = signal_id or str(uuid.uuid4())
+    signal = Signal(signal_id=signal_id, symbol=order.symbol, action=Action(order.side),
+                    price=order.price, confidence=0.9, strategy="test",
+                    received_at=datetime.now(UTC))
+    payload = TradeApproved(signal=signal, verdict=Verdict(approved=True, order=order),
+                            decided_at=datetime.now(UTC))
+    return Envelope.wrap(payload, producer="risk", correlation_id=signal_id,
+                         message_id=str(uuid.uuid5(uuid.UUID(signal_id), "risk.verdict")))
+
+
+async def count(execute, model, *where) -> int:
+    async with execute.app.state.engine.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+# --- exactly once --------------------------------------------------------------------
+
+async def test_the_same_approval_three_times_places_one_order(make_execute, broker):
+    async with make_execute() as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        message = approval(plan())
+        for _ in range(3):
+            await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(execute.positions, what="the position")
+        await asyncio.sleep(1.0)
+        entries = PaperOrder.type == "MARKET"
+        assert await count(execute, PaperOrder, entries) == 1
+        assert len(await execute.positions()) == 1
+
+
+async def test_a_crash_after_sending_leaves_one_order_and_one_position(make_execute, broker):
+    """The state a SIGKILL leaves between the exchange's fill and our bookkeeping: the order
+    row SUBMITTED, the exchange holding the filled order, the approval not acked."""
+    message = approval(plan())
+    signal_id = message.correlation_id
+    cid = client_order_id(signal_id)
+    async with make_execute() as execute:
+        engine = execute.app.state.engine
+        await execute.tick("BTCUSDT", 43123.5)
+        await engine._entry_order(cid, signal_id, plan())  # intent written, sent, answered
+        await engine._set_status(cid, "SUBMITTED")  # … but the answer was never recorded
+    async with make_execute() as restarted:  # the restart: the approval comes again
+        await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(restarted.positions, what="the position after the restart")
+        await asyncio.sleep(0.5)
+        assert await count(restarted, PaperOrder, PaperOrder.type == "MARKET") == 1
+        assert len(await restarted.positions()) == 1
+        assert await count(restarted, OrderRecord, OrderRecord.status == "FILLED",
+                           OrderRecord.purpose == "entry") == 1
+
+
+# --- reconciliation --------------------------------------------------------------------
+
+async def test_a_consistent_account_is_left_untouched(make_execute, broker):
+    async with make_execute() as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(execute.positions)
+        before = await execute.positions()
+        done = await reconcile(execute.app.state.engine)
+        assert set(done.values()) == {0}
+        assert await execute.positions() == before
+
+
+async def test_an_exchange_only_position_is_adopted_with_an_alert(make_execute, amqp):
+    async with make_execute() as execute:
+        exchange = execute.app.state.engine.exchange
+        await execute.tick("ETHUSDT", 2500.0)
+        await exchange.create_market_order(symbol="ETHUSDT", side=OrderSide.SELL, quantity=1.0,
+                                           client_order_id="by-hand-1")
+        done = await reconcile(execute.app.state.engine)
+        assert done["adopted"] == 1
+        [adopted] = await execute.positions()
+        assert (adopted["symbol"], adopted["side"], adopted["quantity"]) == ("ETHUSDT", "short",
+                                                                            1.0)
+        alerts = [body(m) for m in await drain(amqp, "notify_events", settle_s=1.0)
+                  if body(m)["type"] == "execution.alert"]
+        assert [a["payload"]["code"] for a in alerts] == ["EXTERNAL_POSITION_ADOPTED"]
+        resting = await exchange.fetch_open_orders("ETHUSDT")
+        assert {o.type for o in resting} == {OrderType.STOP_MARKET,
+                                             OrderType.TAKE_PROFIT_MARKET}
+
+
+async def test_a_database_only_position_is_closed_as_closed_on_exchange(make_execute, broker):
+    async with make_execute() as execute:
+        engine = execute.app.state.engine
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        [position] = await until(execute.positions)
+        await engine.exchange.create_market_order(  # closed behind our back
+            symbol="BTCUSDT", side=OrderSide.SELL, quantity=position["quantity"],
+            client_order_id="by-hand-2", reduce_only=True)
+        done = await reconcile(engine)
+        assert done["closed_on_exchange"] == 1
+        [closed] = await execute.positions("closed")
+        assert closed["close_reason"] == "closed_on_exchange"
+
+
+async def test_a_missing_stop_is_placed_again(make_execute, broker):
+    async with make_execute() as execute:
+        engine = execute.app.state.engine
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        [position] = await until(execute.positions)
+        stop_id = position["position_id"] + "-sl"
+        await engine.exchange.cancel_order(symbol="BTCUSDT", client_order_id=stop_id)
+        done = await reconcile(engine)
+        assert done["protected"] == 1
+        resting = await engine.exchange.fetch_open_orders("BTCUSDT")
+        stops = [o for o in resting if o.type is OrderType.STOP_MARKET]
+        assert len(stops) == 1 and stops[0].client_order_id != stop_id
+        assert stops[0].stop_price == 42261.0
+
+
+# --- the monitor -----------------------------------------------------------------------
+
+async def test_partial_take_profit_closes_half_and_moves_the_stop_to_entry(make_execute,
+                                                                           broker):
+    # 0.5% of equity (50 USDT) on 0.092 BTC: +543.5 → at 43 667, short of the target.
+    async with make_execute(partial_tp_equity_pct=0.005) as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        [position] = await until(execute.positions)
+        await execute.tick("BTCUSDT", 43750.0, mark=43750.0)
+
+        async def halved():
+            positions = await execute.positions()
+            return positions and positions[0]["partial_taken"] and positions[0]
+
+        reduced = await until(halved, what="the partial take-profit")
+        assert reduced["quantity"] == pytest.approx(position["quantity"] / 2)
+        assert reduced["stop_loss"] == position["entry_price"]
+        resting = await execute.app.state.engine.exchange.fetch_open_orders("BTCUSDT")
+        [stop] = [o for o in resting if o.type is OrderType.STOP_MARKET]
+        assert stop.stop_price == pytest.approx(position["entry_price"], abs=0.1)
+        await execute.tick("BTCUSDT", 43800.0, mark=43800.0)
+        await asyncio.sleep(0.5)
+        assert (await execute.positions())[0]["quantity"] == reduced["quantity"]  # once only
+
+
+async def test_the_emergency_close_closes_everything_and_risk_halts(
+    vhost, redis_prefix, sqlite_url, amqp, broker
+):
+    async with AsyncExitStack() as stack:
+        risk = await stack.enter_async_context(
+            running_risk(risk_settings(vhost, redis_prefix, sqlite_url)))
+        execute = await stack.enter_async_context(running_execute(execute_settings(
+            vhost, redis_prefix, sqlite_url, emergency_loss_pct=0.001)))
+        await execute.tick("BTCUSDT", 43123.5)
+        await execute.tick("ETHUSDT", 2500.0)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        await broker.publish(approval(plan("ETHUSDT", 2500.0, 1.6)),
+                             topology.RISK_MANAGEMENT.name, "trade.execute")
+
+        async def two_open():
+            return len(await execute.positions()) == 2
+
+        await until(two_open)
+        await execute.tick("BTCUSDT", 42950.0, mark=42950.0)  # −16 USDT: past 0.1% of 10 000
+
+        async def all_closed():
+            return await execute.positions() == [] and await execute.positions("closed")
+
+        await until(all_closed, what="the emergency close")
+        reasons = {p["close_reason"] for p in await execute.positions("closed")}
+        assert reasons == {"emergency"}
+
+        async def halted():
+            return (await risk.status())["trading_state"] == "HALTED"
+
+        await until(halted, what="RISK to halt")
+
+
+async def test_a_position_older_than_48_hours_is_auto_closed(make_execute, broker):
+    now = [datetime.now(UTC)]
+    async with make_execute(clock=lambda: now[0]) as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(execute.positions)
+        now[0] += timedelta(hours=48, minutes=1)
+
+        async def auto_closed():
+            return await execute.positions("closed")
+
+        [closed] = await until(auto_closed, what="the auto-close")
+        assert closed["close_reason"] == "auto_close"
+
+
+async def test_stale_prices_make_health_degraded(make_execute, broker):
+    async with make_execute(stale_price_s=1.0) as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(execute.positions)
+        assert (await execute.client.get("/health")).json()["status"] == "ok"
+
+        async def degraded():
+            health = (await execute.client.get("/health")).json()
+            return health["status"] == "degraded" and health
+
+        health = await until(degraded, timeout_s=10, what="stale prices")
+        assert health["market_data"]["stale_symbols"] == ["BTCUSDT"]
+        await execute.tick("BTCUSDT", 43130.0)
+
+        async def recovered():
+            return (await execute.client.get("/health")).json()["status"] == "ok"
+
+        await until(recovered)
+
+
+async def test_after_ten_closed_trades_brains_kelly_uses_the_history(
+    vhost, redis_prefix, sqlite_url, amqp, broker
+):
+    async with make_pair(vhost, redis_prefix, sqlite_url) as (brain, execute):
+        for i in range(10):  # 7 wins at the target, 3 losses at the stop
+            await execute.tick("BTCUSDT", 43123.5)
+            await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name,
+                                 "trade.execute")
+            await until(execute.positions)
+            exit_price = 44100.0 if i < 7 else 42100.0
+            await execute.tick("BTCUSDT", exit_price, mark=exit_price)
+
+            async def flat(n=i + 1):
+                return len(await execute.positions("closed")) == n
+
+            await until(flat, what=f"trade {i + 1} closed")
+        redis = Redis.from_url(REDIS_URL, decode_responses=True)
+        performance = await redis.hgetall(redis_prefix + "performance")
+        await redis.aclose()
+        assert int(performance["total_trades"]) == 10
+        assert float(performance["win_rate"]) == pytest.approx(0.7)
+        analysis = (await brain.client.post("/analyze", headers=KEY, json={
+            "symbol": "BTCUSDT", "action": "buy", "price": 43123.5, "confidence": 0.9,
+            "rsi": 50})).json()
+        assert analysis["sizing"]["win_rate"] == pytest.approx(0.7)
+        assert analysis["sizing"]["payoff_ratio"] == pytest.approx(
+            float(performance["avg_win"]) / float(performance["avg_loss"]))
+        assert analysis["scores"]["market"] == 0.9  # win rate 0.7 > 0.6, no ×0.8 any more
+
+
+def make_pair(vhost, redis_prefix, sqlite_url):
+    stack = AsyncExitStack()
+
+    class Pair:
+        async def __aenter__(self):
+            brain = await stack.enter_async_context(running_brain(brain_settings(
+                vhost, redis_prefix, sqlite_url, performance_cache_s=0.01)))
+            execute = await stack.enter_async_context(running_execute(execute_settings(
+                vhost, redis_prefix, sqlite_url)))
+            return brain, execute
+
+        async def __aexit__(self, *exc):
+            await stack.aclose()
+
+    return Pair()
+
+
+async def test_the_webhook_alert_helper_is_fresh():
+    assert "secret" in alert()
