@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from services.execute.account import AccountKeeper
 from services.execute.consumers import consumers
 from services.execute.engine import PRODUCER, ExecutionEngine
-from services.execute.exchange.base import Exchange, TradingNotAllowed
+from services.execute.exchange.base import Exchange, ExchangeUnavailable, TradingNotAllowed
 from services.execute.monitor import Monitor
 from services.execute.reconcile import reconcile
 from services.execute.routes import build_router
@@ -65,12 +65,20 @@ def create_app(settings: ExecuteSettings | None = None,
         tasks: list[asyncio.Task[None]] = []
 
         async def start() -> None:
-            try:
-                await exchange.start(settings.allowed_symbols, settings.leverage)
-            except TradingNotAllowed as exc:
-                app.state.refusal = str(exc)
-                log.critical("EXECUTE refuses to trade", reason=str(exc))
-                return
+            delay = 1.0
+            while True:
+                try:
+                    await exchange.start(settings.allowed_symbols, settings.leverage)
+                    break
+                except TradingNotAllowed as exc:
+                    app.state.refusal = str(exc)
+                    log.critical("EXECUTE refuses to trade", reason=str(exc))
+                    return
+                except ExchangeUnavailable as exc:
+                    log.warning("exchange unreachable at start-up, retrying",
+                                retry_in_s=delay, error=str(exc))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
             await broker.wait_connected()
             await reconcile(engine)
             await outbox.flush()

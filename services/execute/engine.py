@@ -53,6 +53,8 @@ log = get_logger(__name__)
 
 PRODUCER = "execute"
 RESOLVE_ATTEMPTS = 6  # asking the exchange about an UNKNOWN order: 0.5 s doubling, ≈ 30 s
+# An order just sent may take a moment to show up: "not found" counts only from the third ask.
+NOT_FOUND_CONCLUSIVE_AFTER = 2
 
 
 def client_order_id(signal_id: str) -> str:
@@ -205,14 +207,15 @@ class ExecutionEngine:
                 if attempt == RESOLVE_ATTEMPTS - 1:
                     raise TransientError(f"order {cid} unresolved: exchange unreachable") from None
             else:
-                if found is None:
-                    # The exchange never received it: safe to call it not placed.
+                if found is None and attempt >= NOT_FOUND_CONCLUSIVE_AFTER:
+                    # Still unknown to the exchange seconds later: it never received it, so
+                    # it is safe to call it not placed.
                     await self._rejected(cid, "not received by the exchange")
                     return None
-                if found.status is OrderStatus.FILLED:
+                if found is not None and found.status is OrderStatus.FILLED:
                     return found
-                if found.status in (OrderStatus.REJECTED, OrderStatus.CANCELED,
-                                    OrderStatus.EXPIRED):
+                if found is not None and found.status in (
+                        OrderStatus.REJECTED, OrderStatus.CANCELED, OrderStatus.EXPIRED):
                     await self._rejected(cid, f"exchange says {found.status.value}")
                     return None
             await asyncio.sleep(delay)

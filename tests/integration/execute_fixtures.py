@@ -71,3 +71,18 @@ async def until(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         await asyncio.sleep(0.1)
+
+
+async def protected_positions(execute: Execute) -> list[dict[str, Any]]:
+    """The open positions, once each has its stop and target resting on the exchange."""
+
+    async def ready() -> list[dict[str, Any]] | None:
+        positions = await execute.positions()
+        resting = await execute.app.state.engine.exchange.fetch_open_orders()
+        covered = {o.client_order_id.rsplit("-", 1)[0] for o in resting}
+        if positions and all(p["position_id"] in covered for p in positions) \
+                and len(resting) >= 2 * len(positions):
+            return positions
+        return None
+
+    return await until(ready, what="protected positions")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.conftest import alert, brain_settings, running_brain
-from tests.integration.execute_fixtures import execute_settings, running_execute, until
+from tests.integration.execute_fixtures import KEY, execute_settings, running_execute, until
 from tests.integration.risk_fixtures import risk_settings, running_risk
 
 FEE = 0.0004
@@ -40,7 +40,14 @@ async def open_one(brain, execute, **fields):
         return await execute.positions()
 
     [position] = await until(opened, what="the position")
+    await until(lambda: protected(execute), what="the stop and the target")
     return position
+
+
+async def protected(execute):
+    orders = (await execute.client.get("/orders", headers=KEY)).json()
+    resting = {o["purpose"]: o for o in orders if o["status"] == "OPEN"}
+    return len(resting) == 2 and resting
 
 
 async def test_a_webhook_becomes_one_protected_position(system):
@@ -55,9 +62,7 @@ async def test_a_webhook_becomes_one_protected_position(system):
     assert position["margin"] == pytest.approx(0.092 * position["entry_price"] / 20)
     assert (position["stop_loss"], position["take_profit"]) == (42261.0, 43986.0)
     assert 40000 < position["liquidation_price"] < position["entry_price"]
-    orders = (await execute.client.get("/orders", headers={"X-API-Key": "test-api-key-5c1d9e"}
-                                       )).json()
-    resting = {o["purpose"]: o for o in orders if o["status"] == "OPEN"}
+    resting = await protected(execute)
     assert resting["stop_loss"]["stop_price"] == 42261.0
     assert resting["take_profit"]["stop_price"] == 43986.0
     assert all(o["reduce_only"] for o in resting.values())
@@ -84,8 +89,7 @@ async def test_a_tick_through_a_protective_price_closes_the_position(
     exit_price = exit_mark * (1 - SLIPPAGE)  # a sell fills 2 bps below the last price
     expected = (exit_price - entry) * quantity - FEE * quantity * (entry + exit_price)
     assert done["realized_pnl"] == pytest.approx(expected, abs=0.01)
-    orders = (await execute.client.get("/orders", headers={"X-API-Key": "test-api-key-5c1d9e"}
-                                       )).json()
+    orders = (await execute.client.get("/orders", headers=KEY)).json()
     by_purpose = {o["purpose"]: o["status"] for o in orders if o["purpose"] != "entry"}
     assert by_purpose[reason] == "FILLED" and by_purpose[cancelled] == "CANCELED"
     assert await execute.positions() == []

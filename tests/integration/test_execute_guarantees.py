@@ -27,7 +27,12 @@ from shared.contracts import (
 from shared.messaging import topology
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY, alert, brain_settings, running_brain
-from tests.integration.execute_fixtures import execute_settings, running_execute, until
+from tests.integration.execute_fixtures import (
+    execute_settings,
+    protected_positions,
+    running_execute,
+    until,
+)
 from tests.integration.helpers import body, drain
 from tests.integration.risk_fixtures import risk_settings, running_risk
 
@@ -159,7 +164,7 @@ async def test_a_missing_stop_is_placed_again(make_execute, broker):
         engine = execute.app.state.engine
         await execute.tick("BTCUSDT", 43123.5)
         await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
-        [position] = await until(execute.positions)
+        [position] = await protected_positions(execute)
         stop_id = position["position_id"] + "-sl"
         await engine.exchange.cancel_order(symbol="BTCUSDT", client_order_id=stop_id)
         done = await reconcile(engine)
@@ -273,7 +278,7 @@ async def test_after_ten_closed_trades_brains_kelly_uses_the_history(
             await execute.tick("BTCUSDT", 43123.5)
             await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name,
                                  "trade.execute")
-            await until(execute.positions)
+            await protected_positions(execute)
             exit_price = 44100.0 if i < 7 else 42100.0
             await execute.tick("BTCUSDT", exit_price, mark=exit_price)
 

@@ -44,10 +44,12 @@ def wait_healthy(port: int, timeout_s: float = 30) -> httpx.Response:
 def service_env(vhost: str, redis_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQP_", "REDIS_", "DATABASE"))}
     env |= {
+        "MARKET_DATA": "none",
         "AMQP_URL": AMQP_URL, "AMQP_VHOST": vhost, "REDIS_URL": REDIS_URL,
         "REDIS_PREFIX": redis_prefix,
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'p95.db'}",
         "WEBHOOK_SECRET": WEBHOOK_SECRET, "BRAIN_PORT": str(free_port()), "LOG_FORMAT": "json",
+        "RISK_PORT": str(free_port()), "EXECUTE_PORT": str(free_port()),
     }
     yield env
 
@@ -105,5 +107,5 @@ def _started_pids(log) -> list[int]:
     log.seek(0)
     return [
         record["pid"] for record in map(json.loads, (line for line in log if line.startswith("{")))
-        if record.get("message") == "service started"
+        if record.get("message") == "service started" and record.get("child") == "brain"
     ]

@@ -12,12 +12,15 @@ ids it placed as triggers) and the other one when the first has no such order. A
 that triggered has an `actualOrderId`: the MARKET order that filled, whose price, quantity and
 commission are what the stop or target really did.
 
-Error mapping. ccxt's network family (timeouts, 5xx, 429/-1003 rate limits, DDoS protection,
-"execution status unknown" -1006/-1007, invalid nonce) → `ExchangeUnavailable`: the outcome is
-unknown, resolve by client id, never resend. Any other ccxt `ExchangeError` on an order
+Error mapping. Placing an order: ccxt's network family (timeouts, 5xx, 429/-1003 rate limits,
+DDoS protection, "execution status unknown" -1006/-1007, invalid nonce) → `ExchangeUnavailable`:
+the outcome is unknown, resolve by client id, never resend; any other ccxt `ExchangeError`
 (insufficient margin -2019, invalid order, reduce-only rejected, …) → `OrderRejected` with
-Binance's code. ccxt's class for a code depends on the URL it called (its per-market tables only
-apply to binance.com hosts), so the Binance code in the answer decides first.
+Binance's code; -4116 (the client id exists) → that existing order. Reading and cancelling:
+"no such order" (-2013, -2011) → None / nothing to do, any other failure → `ExchangeUnavailable`.
+Start-up: hedge mode, or keys or settings Binance refuses → `TradingNotAllowed`. ccxt's class for
+a code depends on the URL it called (its per-market tables only apply to binance.com hosts), so
+the Binance code in the answer decides first.
 
 Messages keep Binance's answer and ccxt's URL, never the API key or secret (they travel in a
 header and the HMAC only); a GET's `signature` is masked all the same.
@@ -36,7 +39,6 @@ import ccxt.async_support as ccxt_async
 
 from services.execute.exchange.base import (
     Balance,
-    ExchangeError,
     ExchangeOrder,
     ExchangePosition,
     ExchangeUnavailable,
@@ -90,8 +92,8 @@ class BinanceExchange:
                  fill_wait_s: float = 5.0, fee_timeout_s: float = 2.0) -> None:
         self.settings = settings
         self.exchange = exchange if exchange is not None else binanceusdm(settings)
-        # Open orders of every symbol in one call each (reconciliation sees orders placed on
-        # symbols it was not started with); ccxt would refuse without this acknowledgement.
+        # Before start, open orders of all symbols come from one call without a symbol (see
+        # fetch_open_orders); ccxt refuses that without this acknowledgement.
         self.exchange.options.setdefault("fetchOpenOrders", {})["warnWithoutSymbol"] = False
         self.fill_wait_s = fill_wait_s  # how long a market order may take to show as filled
         self.fee_timeout_s = fee_timeout_s  # reading a fill's commission, best effort
@@ -103,8 +105,12 @@ class BinanceExchange:
     # --- start-up --------------------------------------------------------------------------
 
     async def start(self, symbols: list[str], leverage: int) -> None:
-        await self._read("load_markets", self.exchange.load_markets())
-        mode = await self._read("fetch_position_mode", self.exchange.fetch_position_mode())
+        """Markets, the one-way check, then isolated margin and `leverage` per symbol (once).
+        `TradingNotAllowed` when the account cannot be traded as configured (hedge mode,
+        keys refused, settings refused); `ExchangeUnavailable` when Binance cannot be reached
+        (calling it again carries on where it stopped)."""
+        await self._startup("load_markets", self.exchange.load_markets())
+        mode = await self._startup("fetch_position_mode", self.exchange.fetch_position_mode())
         if mode.get("hedged") is not False:
             if mode.get("hedged") is None:
                 raise TradingNotAllowed(
@@ -128,6 +134,17 @@ class BinanceExchange:
                                     "with (isolated margin, leverage): " + "; ".join(problems))
         log.info("exchange ready", mode=self.settings.exchange_mode.value, hedged=False,
                  symbols=sorted(self._configured), leverage=leverage)
+
+    async def _startup(self, call: str, request: Awaitable[T]) -> T:
+        try:
+            return await request
+        except ccxt_async.BaseError as exc:
+            if _is_transient(exc):
+                raise self._unavailable(call, exc) from exc
+            raise TradingNotAllowed(
+                f"Binance refused {call} ({self._describe(exc)}); check BINANCE_API_KEY and "
+                "BINANCE_SECRET, that the key may trade USDⓈ-M futures, and its IP "
+                "whitelist") from exc
 
     async def _configure(self, symbol: str, unified: str, leverage: int) -> str | None:
         """Isolated margin and `leverage` for one symbol; a refusal is returned, a network
@@ -158,7 +175,7 @@ class BinanceExchange:
         self, *, symbol: str, side: OrderSide, quantity: float, client_order_id: str,
         reduce_only: bool = False, reference_price: float | None = None,
     ) -> ExchangeOrder:
-        unified = self._listed(symbol)
+        unified = await self._listed(symbol)
         amount = self._amount(unified, quantity)
         params: dict[str, Any] = {"newClientOrderId": client_order_id}
         if reduce_only:
@@ -187,7 +204,7 @@ class BinanceExchange:
     ) -> ExchangeOrder:
         if type not in (OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET):
             raise ValueError(f"not a trigger order type: {type}")
-        unified = self._listed(symbol)
+        unified = await self._listed(symbol)
         amount = self._amount(unified, quantity)
         try:
             stop = self.exchange.price_to_precision(unified, stop_price)
@@ -210,7 +227,7 @@ class BinanceExchange:
         return order
 
     async def cancel_order(self, *, symbol: str, client_order_id: str) -> None:
-        unified = self._unified(symbol)
+        unified = await self._resolve(symbol)
         if unified is None:
             return
         for trigger in self._kinds(client_order_id):
@@ -221,16 +238,14 @@ class BinanceExchange:
             except ccxt_async.BaseError as exc:
                 if _not_found(exc):
                     continue
-                if _is_transient(exc):
-                    raise self._unavailable("cancel_order", exc) from exc
-                raise ExchangeError(self._message("cancel_order", exc)) from exc
+                raise self._unavailable("cancel_order", exc) from exc
             log.info("order cancelled", symbol=symbol, client_order_id=client_order_id)
             return
         log.info("nothing to cancel: no open order with this client id", symbol=symbol,
                  client_order_id=client_order_id)
 
     async def fetch_order(self, *, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        unified = self._unified(symbol)
+        unified = await self._resolve(symbol)
         if unified is None:
             return None
         for trigger in self._kinds(client_order_id):
@@ -242,17 +257,29 @@ class BinanceExchange:
         return None
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[ExchangeOrder]:
-        unified = None
+        """Resting orders, conditional ones included. Without `symbol`: those of every symbol
+        set up at start, asked one symbol at a time (request weight 1 each, where Binance
+        counts 40 for a call without a symbol, and ccxt's rate limiter makes every other call
+        wait for it); before start, one call for all."""
         if symbol is not None:
-            unified = self._unified(symbol)
-            if unified is None:
-                return []
+            unified = await self._resolve(symbol)
+            return await self._open_orders(unified) if unified is not None else []
+        if not self._configured:
+            return await self._open_orders(None)
+        orders: list[ExchangeOrder] = []
+        for configured in sorted(self._configured):
+            unified = self._unified(configured)
+            if unified is not None:
+                orders += await self._open_orders(unified)
+        return orders
+
+    async def _open_orders(self, unified: str | None) -> list[ExchangeOrder]:
         regular = await self._read("fetch_open_orders",
                                    self.exchange.fetch_open_orders(unified))
         algo = await self._read("fetch_open_orders",
                                 self.exchange.fetch_open_orders(unified, None, None,
                                                                 {"trigger": True}))
-        return [self._map(raw, symbol or _market_id(raw)) for raw in [*regular, *algo]]
+        return [self._map(raw, _market_id(raw)) for raw in [*regular, *algo]]
 
     # --- account ---------------------------------------------------------------------------
 
@@ -264,7 +291,7 @@ class BinanceExchange:
             quantity = abs(_float(raw.get("contracts")) or _float(info.get("positionAmt")) or 0)
             if quantity <= 0:
                 continue
-            symbol = info.get("symbol") or self._market_id(raw.get("symbol"))
+            symbol = _market_id(raw)
             side = raw.get("side") or ("long" if _float(info.get("positionAmt")) > 0
                                        else "short")
             positions.append(ExchangePosition(
@@ -290,7 +317,7 @@ class BinanceExchange:
         if info.get("totalWalletBalance") is not None:
             return Balance(wallet_balance=_float(info["totalWalletBalance"]),
                            unrealized_pnl=_float(info.get("totalUnrealizedProfit")))
-        raise ExchangeError(f"fetch_balance: no {QUOTE} wallet balance in the answer")
+        raise ExchangeUnavailable(f"fetch_balance: no {QUOTE} wallet balance in the answer")
 
     async def on_tick(self, symbol: str, price: float, mark_price: float | None
                       ) -> list[ExchangeOrder]:
@@ -313,9 +340,7 @@ class BinanceExchange:
         except ccxt_async.BaseError as exc:
             if _not_found(exc):
                 return None
-            if _is_transient(exc):
-                raise self._unavailable("fetch_order", exc) from exc
-            raise ExchangeError(self._message("fetch_order", exc)) from exc
+            raise self._unavailable("fetch_order", exc) from exc
 
     async def _await_fill(self, symbol: str, client_order_id: str) -> ExchangeOrder:
         """A market order answered before it filled: asked for by client id until it is
@@ -362,7 +387,8 @@ class BinanceExchange:
             actual = await self._fetch_raw(unified, str(info["actualOrderId"]), {})
         order = self._map(raw, symbol, actual)
         if order.filled_quantity > 0 and order.fee == 0:
-            filled_id = str(info.get("actualOrderId") or "") if actual else order.exchange_order_id
+            filled_id = (str(info.get("actualOrderId") or "") if "algoId" in info
+                         else order.exchange_order_id)
             fee = await self._commission(unified, filled_id)
             if fee:
                 order = _replace(order, fee=fee)
@@ -423,6 +449,13 @@ class BinanceExchange:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    async def _resolve(self, symbol: str) -> str | None:
+        """`_unified`, with the markets loaded first if they are not yet (a call before
+        `start` must not take "not loaded" for "not listed")."""
+        if not self.exchange.markets:
+            await self._read("load_markets", self.exchange.load_markets())
+        return self._unified(symbol)
+
     def _unified(self, symbol: str) -> str | None:
         """ccxt's symbol of a Binance USDⓈ-M perpetual (`BTCUSDT`), if listed."""
         for market in (self.exchange.markets_by_id or {}).get(symbol, []):
@@ -431,15 +464,11 @@ class BinanceExchange:
         unified = ccxt_symbol(symbol)
         return unified if unified in (self.exchange.markets or {}) else None
 
-    def _listed(self, symbol: str) -> str:
-        unified = self._unified(symbol)
+    async def _listed(self, symbol: str) -> str:
+        unified = await self._resolve(symbol)
         if unified is None:
             raise OrderRejected(f"{symbol} is not a listed Binance USDⓈ-M perpetual")
         return unified
-
-    def _market_id(self, unified: str | None) -> str:
-        market = (self.exchange.markets or {}).get(unified or "")
-        return market["id"] if market else (unified or "").split(":")[0].replace("/", "")
 
     def _amount(self, unified: str, quantity: float) -> float:
         try:
@@ -460,12 +489,11 @@ class BinanceExchange:
         return self._leverage.get(symbol, self.settings.leverage)
 
     async def _read(self, call: str, request: Awaitable[T]) -> T:
+        """A call that changes nothing: whatever fails, the account could not be read."""
         try:
             return await request
         except ccxt_async.BaseError as exc:
-            if _is_transient(exc):
-                raise self._unavailable(call, exc) from exc
-            raise ExchangeError(self._message(call, exc)) from exc
+            raise self._unavailable(call, exc) from exc
 
     def _describe(self, exc: BaseException) -> str:
         text = SIGNATURE.sub(r"\1***", f"{type(exc).__name__}: {exc}")
@@ -538,6 +566,7 @@ def _float(value: Any) -> float:
 
 
 def _market_id(raw: dict[str, Any]) -> str:
+    """Binance's symbol (`BTCUSDT`) of a ccxt order or position."""
     info = raw.get("info") or {}
     return info.get("symbol") or str(raw.get("symbol") or "").split(":")[0].replace("/", "")
 
