@@ -53,7 +53,10 @@ def api_key_auth(settings: Settings) -> Callable[[str | None], Awaitable[None]]:
     return require_api_key
 
 
-def add_unavailable_handler(app: FastAPI) -> None:
+def add_unavailable_handler(app: FastAPI,
+                            extra: tuple[type[Exception], ...] = ()) -> None:
+    """503 with Retry-After for a dependency's failure (`extra`: the service's own, such
+    as an exchange outage)."""
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         log.warning("dependency unavailable", path=request.url.path,
                     error=f"{type(exc).__name__}: {exc}")
@@ -62,7 +65,7 @@ def add_unavailable_handler(app: FastAPI) -> None:
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"},
         )
 
-    for error in UNAVAILABLE_ERRORS:
+    for error in (*UNAVAILABLE_ERRORS, *extra):
         app.add_exception_handler(error, unavailable)
 
 

@@ -21,7 +21,7 @@ from services.execute.settings import ExecuteSettings
 from shared.config import ExchangeMode
 from shared.db import create_engine, session_factory
 from shared.http import add_unavailable_handler, api_key_auth
-from shared.messaging import Broker, Consumer
+from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
 from shared.observability.metrics import instrument
 from shared.outbox import Outbox
@@ -58,6 +58,7 @@ def create_app(settings: ExecuteSettings | None = None,
         account = AccountKeeper(engine)
         monitor = Monitor(engine, account, broker, redis, keys)
         engine.on_positions_changed = monitor.reload
+        engine.on_account_changed = account.publish
         app.state.broker, app.state.redis, app.state.db = broker, redis, db
         app.state.engine, app.state.account, app.state.monitor = engine, account, monitor
         app.state.refusal = None
@@ -86,6 +87,8 @@ def create_app(settings: ExecuteSettings | None = None,
             tasks.append(asyncio.create_task(monitor.run(), name="monitor"))
             tasks.append(asyncio.create_task(monitor.housekeeping(), name="housekeeping"))
             tasks.append(asyncio.create_task(reconcile_forever(), name="reconcile"))
+            if settings.exchange_mode is not ExchangeMode.PAPER:
+                tasks.append(asyncio.create_task(poll_forever(), name="protective-poll"))
             if settings.market_data == "binance":
                 from services.execute.feed import MarketFeed
 
@@ -97,6 +100,14 @@ def create_app(settings: ExecuteSettings | None = None,
             await account.publish()
             log.info("EXECUTE trading", mode=settings.exchange_mode.value,
                      positions=f"http://localhost:{settings.execute_port}/positions")
+
+        async def poll_forever() -> None:
+            while True:
+                await asyncio.sleep(settings.protective_poll_s)
+                try:
+                    await engine.poll_protective_orders()
+                except Exception as exc:
+                    log.warning("protective order poll failed", error=f"{type(exc).__name__}")
 
         async def reconcile_forever() -> None:
             while True:
@@ -129,6 +140,6 @@ def create_app(settings: ExecuteSettings | None = None,
         lifespan=lifespan,
     )
     instrument(app, settings.service_name)
-    add_unavailable_handler(app)
+    add_unavailable_handler(app, extra=(ExchangeUnavailable, TransientError))
     app.include_router(build_router(settings, api_key_auth(settings)))
     return app

@@ -55,11 +55,17 @@ PRODUCER = "execute"
 RESOLVE_ATTEMPTS = 6  # asking the exchange about an UNKNOWN order: 0.5 s doubling, ≈ 30 s
 # An order just sent may take a moment to show up: "not found" counts only from the third ask.
 NOT_FOUND_CONCLUSIVE_AFTER = 2
+TRADE_STREAM_MAXLEN = 10_000
 
 
 def client_order_id(signal_id: str) -> str:
     """`p95-` + a short stable hash of the signal id: Binance's charset, ≤ 36 characters."""
     return "p95-" + hashlib.sha256(signal_id.encode()).hexdigest()[:24]
+
+
+def _matches(order: ExchangeOrder, stop_price: float, quantity: float) -> bool:
+    return (order.stop_price is not None and abs(order.stop_price - stop_price) < 1e-9
+            * max(1.0, stop_price) + 1e-12 and abs(order.quantity - quantity) < 1e-9)
 
 
 def entry_side(side: str) -> OrderSide:
@@ -108,6 +114,7 @@ class ExecutionEngine:
         # all come through here, and a position must never be closed twice.
         self.lock = asyncio.Lock()
         self.on_positions_changed: Callable[[], Any] | None = None
+        self.on_account_changed: Callable[[], Any] | None = None
 
     # --- messages --------------------------------------------------------------------
 
@@ -132,6 +139,15 @@ class ExecutionEngine:
                                      symbol=symbol, details=details, raised_at=self.now())
         self._stage(session, alert, f"alert.{code}.{symbol or 'ALL'}", None)
         log.warning("execution alert", code=code, symbol=symbol, detail=message)
+
+    async def stream_trade(self, kind: str, **fields: Any) -> None:
+        """`trade:stream`: real-time data for dashboards, fine to lose at the tail."""
+        try:
+            await self.redis.xadd(self.keys("trade", "stream"),
+                                  {"kind": kind, **{k: str(v) for k, v in fields.items()}},
+                                  maxlen=TRADE_STREAM_MAXLEN, approximate=True)
+        except Exception as exc:
+            log.warning("trade:stream append failed", error=f"{type(exc).__name__}")
 
     async def send_pending(self) -> None:
         """The effects are committed; a broker outage only delays the messages (relay)."""
@@ -212,8 +228,9 @@ class ExecutionEngine:
                     # it is safe to call it not placed.
                     await self._rejected(cid, "not received by the exchange")
                     return None
-                if found is not None and found.status is OrderStatus.FILLED:
-                    return found
+                if found is not None and (found.status is OrderStatus.FILLED
+                                          or found.filled_quantity > 0):
+                    return found  # a partly filled order that then expired is still a fill
                 if found is not None and found.status in (
                         OrderStatus.REJECTED, OrderStatus.CANCELED, OrderStatus.EXPIRED):
                     await self._rejected(cid, f"exchange says {found.status.value}")
@@ -273,7 +290,7 @@ class ExecutionEngine:
                 take_profit=plan.take_profit,
                 liquidation_price=position_liquidation_price(plan.symbol, plan.side, quantity,
                                                              entry, margin),
-                partial_taken=False, fees=fill.fee, realized_pnl=-fill.fee, opened_at=now)
+                partial_taken=False, fees=fill.fee, realized_pnl=0.0, opened_at=now)
             session.add(position)
             self._stage_order(session, row)
             self._stage(session, PositionOpened(
@@ -284,6 +301,8 @@ class ExecutionEngine:
             ), f"position.opened.{plan.symbol}", row.signal_id)
         log.info("position opened", position_id=cid, symbol=plan.symbol, side=plan.side,
                  quantity=quantity, entry_price=entry)
+        await self.stream_trade("position.opened", position_id=cid, symbol=plan.symbol,
+                                side=plan.side, quantity=quantity, entry_price=entry)
         await self._positions_changed()
         return position
 
@@ -355,7 +374,15 @@ class ExecutionEngine:
                     found = await self.exchange.fetch_order(symbol=position.symbol,
                                                             client_order_id=cid)
                     if found is not None and found.status is OrderStatus.OPEN:
-                        return True
+                        if _matches(found, price, position.quantity):
+                            return True
+                        # The wrong price or size (a break-even move whose cancel failed):
+                        # replaced under a fresh client id.
+                        await self.exchange.cancel_order(symbol=position.symbol,
+                                                         client_order_id=cid)
+                    row.status = "CANCELED"
+                    cid = await self._trigger_id(session, position, purpose)
+                    row = await session.get(OrderRecord, cid)
                 if row is None:
                     now = self.now()
                     row = OrderRecord(
@@ -467,7 +494,11 @@ class ExecutionEngine:
                 gross = realized_pnl(position.side, position.entry_price, price, quantity)
             share = quantity / position.quantity
             closed_margin = position.margin * share
-            pnl = gross - fill.fee
+            # Each exit carries its share of the entry fee, so the legs of a position (a
+            # partial take-profit, then the rest) add up to its result.
+            entry = await session.get(OrderRecord, position.position_id)
+            entry_fee = entry.fee if entry is not None else 0.0
+            pnl = gross - fill.fee - entry_fee * quantity / position.initial_quantity
             if row is not None:
                 row.status, row.filled_quantity, row.average_price = "FILLED", quantity, price
                 row.fee, row.updated_at = fill.fee, now
@@ -479,21 +510,20 @@ class ExecutionEngine:
             position.fees += fill.fee
             remaining = round(position.quantity - quantity, 12)
             full = remaining <= 0
-            # Entry fee counted against the whole position's result, once: in realized_pnl.
-            trade_pnl = pnl if not full else position.realized_pnl
             if full:
                 position.status, position.quantity = "closed", 0.0
                 position.exit_price, position.closed_at = price, now
                 position.close_reason = reason
-                position.roe = position.realized_pnl / (position.margin or 1)
+                initial_margin = position.initial_quantity * position.entry_price \
+                    / position.leverage
+                position.roe = position.realized_pnl / initial_margin
             else:
                 position.quantity = remaining
                 position.margin -= closed_margin
             self._stage(session, PositionClosed(
                 position_id=position.position_id, symbol=position.symbol, side=position.side,
                 quantity=quantity, entry_price=position.entry_price, exit_price=price,
-                realized_pnl=trade_pnl,
-                roe=trade_pnl / (closed_margin if not full else (position.margin or 1)),
+                realized_pnl=pnl, roe=pnl / closed_margin if closed_margin else 0.0,
                 reason=reason, remaining_quantity=max(remaining, 0.0), closed_at=now,
             ), f"position.closed.{position.symbol}", position.signal_id)
             if alert:
@@ -502,7 +532,7 @@ class ExecutionEngine:
                                  severity="critical", position_id=position.position_id)
             others = [o for o in (position.stop_order_id, position.target_order_id)
                       if o and o != fill.client_order_id] if full else []
-            result = Closed(position.position_id, reason, trade_pnl, price)
+            result = Closed(position.position_id, reason, pnl, price)
             symbol = position.symbol
         REALIZED_PNL.inc(pnl)
         for other in others:  # cancel-the-other
@@ -514,6 +544,9 @@ class ExecutionEngine:
                             client_order_id=other, error=str(exc))
         log.info("position closed" if full else "position reduced",
                  position_id=result.position_id, reason=reason, pnl=pnl, price=price)
+        await self.stream_trade("position.closed" if full else "position.reduced",
+                                position_id=result.position_id, symbol=symbol, reason=reason,
+                                realized_pnl=pnl, exit_price=price)
         await self._positions_changed()
         if full:
             await self.refresh_performance()
@@ -544,17 +577,39 @@ class ExecutionEngine:
         await self.protect(position_id)
         await self.send_pending()
 
-    async def close_all(self, reason: str, cause: MessagePayload | None = None) -> int:
-        """Close every open position at market (emergency); `cause` is published after."""
+    async def close_all(self, reason: str, cause: MessagePayload | None = None) -> bool:
+        """Close every open position at market (emergency). `cause` goes out first; every
+        position is tried even if one fails. True once nothing is left open."""
+        if cause is not None:
+            async with self.sessions.begin() as session:
+                self._stage(session, cause, "account.emergency", None)
+            await self.send_pending()
         async with self.lock:
-            positions = await self.open_positions()
-            for position in positions:
-                await self._close_locked(position.position_id, reason)
-            if cause is not None:
-                async with self.sessions.begin() as session:
-                    self._stage(session, cause, "account.emergency", None)
+            for position in await self.open_positions():
+                try:
+                    await self._close_locked(position.position_id, reason)
+                except Exception as exc:
+                    log.error("emergency close of a position failed", error=str(exc),
+                              position_id=position.position_id)
+            left = await self.open_positions()
         await self.send_pending()
-        return len(positions)
+        return not left
+
+    async def poll_protective_orders(self) -> int:
+        """Live mode: the exchange triggers stops and targets itself; ask whether they filled
+        (the paper exchange reports its fills on the ticks instead)."""
+        booked = 0
+        for position in await self.open_positions():
+            for order_id in (position.stop_order_id, position.target_order_id):
+                if not order_id:
+                    continue
+                found = await self.exchange.fetch_order(symbol=position.symbol,
+                                                        client_order_id=order_id)
+                if found is not None and found.status is OrderStatus.FILLED:
+                    if await self.on_exchange_fill(found) is not None:
+                        booked += 1
+                    break
+        return booked
 
     async def alert(self, code: str, symbol: str | None, message: str,
                     severity: str = "warning", **details: Any) -> None:
@@ -583,6 +638,11 @@ class ExecutionEngine:
             log.warning("positions not mirrored to Redis", error=f"{type(exc).__name__}")
         if self.on_positions_changed is not None:
             await self.on_positions_changed()
+        if self.on_account_changed is not None:
+            try:
+                await self.on_account_changed()
+            except Exception as exc:
+                log.warning("account.updated not sent", error=f"{type(exc).__name__}")
 
     async def refresh_performance(self) -> None:
         """`phoenix95:performance` for BRAIN's Kelly: from every closed position."""

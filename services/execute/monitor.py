@@ -110,11 +110,13 @@ class Monitor:
             # Profit reaches PARTIAL_TP_EQUITY_PCT of equity at entry ± share·E / q.
             distance = self.settings.partial_tp_equity_pct * account.equity / watched.quantity
             watched.partial_trigger = watched.entry_price + watched.direction * distance
-            book = books.setdefault(record.symbol, SymbolBook())
-            old = self.books.get(record.symbol)
-            if old is not None:
-                book.last_price, book.last_tick = old.last_price, old.last_tick
-                book.last_published = old.last_published
+            book = books.get(record.symbol)
+            if book is None:
+                book = books[record.symbol] = SymbolBook(last_tick=time.monotonic())
+                old = self.books.get(record.symbol)
+                if old is not None:  # keep what the ticks told (prices age from here)
+                    book.last_price, book.last_tick = old.last_price, old.last_tick
+                    book.last_published = old.last_published
             book.positions.append(watched)
         for book in books.values():
             book.rebuild()
@@ -174,15 +176,17 @@ class Monitor:
 
     async def emergency_close(self, daily_pnl: float) -> None:
         today = self.engine.now().replace(hour=0, minute=0, second=0, microsecond=0)
-        if self.emergency_day == today:
-            return
-        self.emergency_day = today
         threshold = -self.settings.emergency_loss_pct * self.day_start_equity
-        log.critical("emergency close: daily loss limit reached", daily_pnl=daily_pnl,
-                     threshold=threshold)
-        await self.engine.close_all("emergency", EmergencyCloseTriggered(
+        announce = self.emergency_day != today  # account.emergency once a day
+        if announce:
+            log.critical("emergency close: daily loss limit reached", daily_pnl=daily_pnl,
+                         threshold=threshold)
+        self.emergency_day = today
+        cause = EmergencyCloseTriggered(
             daily_pnl=daily_pnl, day_start_equity=self.day_start_equity, threshold=threshold,
-            triggered_at=self.engine.now()))
+            triggered_at=self.engine.now()) if announce else None
+        # Positions a failure left open are tried again on the next tick.
+        await self.engine.close_all("emergency", cause)
         await self.reload()
         await self.account.publish()
 

@@ -23,9 +23,12 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
     """Returns what it did, by kind (all zeros on a consistent account)."""
     done = {"adopted": 0, "closed_on_exchange": 0, "quantity_corrected": 0,
             "protected": 0, "orders_resolved": 0}
-    on_exchange = {p.symbol: p for p in await engine.exchange.fetch_positions()}
-    ours = {p.symbol: p for p in await engine.open_positions()}
-    in_flight = await _entries_in_flight(engine)
+    # Both snapshots under the engine's lock: no fill can be booked between them, so a
+    # position just opened is never taken for one gone from the exchange.
+    async with engine.lock:
+        on_exchange = {p.symbol: p for p in await engine.exchange.fetch_positions()}
+        ours = {p.symbol: p for p in await engine.open_positions()}
+        in_flight = await _entries_in_flight(engine)
 
     for symbol, theirs in on_exchange.items():
         mine = ours.get(symbol)

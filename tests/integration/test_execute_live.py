@@ -97,3 +97,27 @@ async def test_hedge_mode_makes_execute_refuse_to_trade(make_live, fake, broker)
     assert health["status"] == "unavailable"
     assert "one-way" in health["checks"]["exchange"].lower()
     assert sent_entries(fake) == []
+
+
+async def test_a_stop_filled_on_the_exchange_is_booked_and_the_target_cancelled(
+    make_live, fake, broker, amqp
+):
+    async with make_live(protective_poll_s=0.3) as execute:
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        await until(execute.positions, what="the position")
+        await until(lambda: _algo_count(fake, 2), what="the stop and the target")
+        fake.set_price("BTCUSDT", 42200.0, mark=42200.0)  # the exchange triggers the stop
+
+        async def closed():
+            return await execute.positions("closed")
+
+        [done] = await until(closed, timeout_s=15, what="the stop to be booked")
+        assert done["close_reason"] == "stop_loss"
+        assert done["realized_pnl"] < 0
+
+        async def target_cancelled() -> bool:  # cancel-the-other
+            return not [a for a in fake.algo_orders.values() if a.algo_status == "NEW"]
+
+        await until(target_cancelled, what="the target to be cancelled")
+        events = [body(m) for m in await drain(amqp, "notify_events", settle_s=1.0)]
+        assert any(e["type"] == "account.updated" for e in events)
