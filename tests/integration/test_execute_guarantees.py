@@ -319,3 +319,29 @@ def make_pair(vhost, redis_prefix, sqlite_url):
 
 async def test_the_webhook_alert_helper_is_fresh():
     assert "secret" in alert()
+
+
+async def test_the_legs_of_a_position_add_up_to_its_result(make_execute, broker, amqp):
+    """A partial take-profit and then the rest: each position.closed carries its own PnL
+    (with its share of the entry fee); together they are the position's result."""
+    async with make_execute(partial_tp_equity_pct=0.005) as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
+        [position] = await protected_positions(execute)
+        await execute.tick("BTCUSDT", 43750.0, mark=43750.0)
+
+        async def halved():
+            positions = await execute.positions()
+            return positions and positions[0]["partial_taken"]
+
+        await until(halved)
+        await protected_positions(execute)
+        await execute.client.post("/close", headers=KEY, json={"symbol": "BTCUSDT"})
+        [closed] = await until(lambda: execute.positions("closed"))
+        legs = [body(m)["payload"] for m in await drain(amqp, "notify_events", settle_s=1.0)
+                if body(m)["type"] == "position.closed"]
+    assert [leg["reason"] for leg in legs] == ["partial_take_profit", "manual"]
+    assert sum(leg["realized_pnl"] for leg in legs) == pytest.approx(closed["realized_pnl"])
+    initial_margin = position["quantity"] * position["entry_price"] / 20
+    assert closed["roe"] == pytest.approx(closed["realized_pnl"] / initial_margin)
+    assert closed["realized_pnl"] > 0
