@@ -126,8 +126,12 @@ def create_app(settings: ExecuteSettings | None = None,
             for consumer in started:
                 await consumer.stop()
             for task in (ready, relay, *tasks):
-                task.cancel()
-            await asyncio.gather(ready, relay, *tasks, return_exceptions=True)
+                # Python 3.11's wait_for (inside redis-py) can swallow a single cancel: repeat.
+                for _ in range(20):
+                    task.cancel()
+                    await asyncio.wait([task], timeout=0.25)
+                    if task.done():
+                        break
             await exchange.close()
             await broker.close()
             await redis.aclose()

@@ -139,6 +139,10 @@ class PaperExchange:
         self._mark: dict[str, float] = {}
         self._positions: dict[str, _Position] = {}
         self._resting: dict[str, dict[str, _Resting]] = {}
+        # Per symbol, from its resting orders: the highest stop that triggers on a falling
+        # mark and the lowest that triggers on a rising one. A tick compares the mark with
+        # these two instead of every resting order; dropped whenever `_resting` changes.
+        self._bounds: dict[str, tuple[float, float]] = {}
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class PaperExchange:
                 resting = (await session.scalars(
                     select(PaperOrder).where(PaperOrder.status == OrderStatus.OPEN))).all()
             self._positions = {row.symbol: self._position_of(row) for row in rows}
-            self._resting = {}
+            self._resting, self._bounds = {}, {}
             for order in resting:
                 self._index(order.symbol, self._resting_of(order))
             self._loaded = True
@@ -330,12 +334,28 @@ class PaperExchange:
             return filled
 
     def _due(self, symbol: str, mark: float) -> bool:
-        """Whether this mark price liquidates or triggers anything (memory only)."""
+        """Whether this mark price liquidates or triggers anything (memory only): the same
+        answer as `_triggers` over every resting order of the symbol, in two comparisons."""
         position = self._positions.get(symbol)
         if position is not None and self._liquidates(position, mark):
             return True
-        return any(_triggers(order.side, order.type, order.stop_price, mark)
-                   for order in self._resting.get(symbol, {}).values())
+        bounds = self._bounds.get(symbol)
+        if bounds is None:
+            bounds = self._bounds[symbol] = self._trigger_bounds(symbol)
+        return mark <= bounds[0] or mark >= bounds[1]
+
+    def _trigger_bounds(self, symbol: str) -> tuple[float, float]:
+        """(highest stop triggered by mark ≤ stop, lowest stop triggered by mark ≥ stop) of
+        the symbol's resting orders; (−∞, +∞) without any. Explicit comparisons, so that a
+        stop no comparison can trigger (NaN) is left out, as `_triggers` leaves it."""
+        falling, rising = float("-inf"), float("inf")
+        for order in self._resting.get(symbol, {}).values():
+            if (order.side == OrderSide.SELL) == (order.type == OrderType.STOP_MARKET):
+                if order.stop_price > falling:
+                    falling = order.stop_price
+            elif order.stop_price < rising:
+                rising = order.stop_price
+        return falling, rising
 
     @staticmethod
     def _liquidates(position: _Position, mark: float) -> bool:
@@ -378,6 +398,7 @@ class PaperExchange:
             result = self._order_of(order)
         self._positions.pop(symbol, None)
         self._resting.pop(symbol, None)
+        self._bounds.pop(symbol, None)
         log.warning("paper %s %s %s liquidated at %s, margin %s lost", symbol, position.side,
                     position.quantity, position.liquidation_price, position.isolated_margin)
         return result
@@ -590,11 +611,13 @@ class PaperExchange:
 
     def _index(self, symbol: str, resting: _Resting) -> None:
         self._resting.setdefault(symbol, {})[resting.client_order_id] = resting
+        self._bounds.pop(symbol, None)
 
     def _unindex_resting(self, symbol: str, client_order_id: str) -> None:
         orders = self._resting.get(symbol)
         if orders is not None:
             orders.pop(client_order_id, None)
+            self._bounds.pop(symbol, None)
             if not orders:
                 del self._resting[symbol]
 
