@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint
+.PHONY: install run test lint bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ test: install
 ## lint: ruff
 lint: install
 	$(BIN)/ruff check .
+
+## bench: the position monitor's throughput and latency (500 paper positions; needs RabbitMQ, Redis)
+bench: install
+	$(BIN)/python -m tests.bench.monitor_bench --json var/bench-monitor.json
