@@ -681,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         report.pop("profile", None)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "benchmark": "execute monitor", "positions": args.positions,
             "symbols": SYMBOLS, "loop": args.loop, "python": platform.python_version(),
