@@ -12,3 +12,5 @@ REALIZED_PNL = Gauge("phoenix95_realized_pnl_usdt_total",
                      "Realised PnL since start, USDT, fees included")
 TICK_LATENCY = Histogram("phoenix95_monitor_tick_seconds", "Tick to decision, seconds",
                          buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05))
+STALE_PRICE_SYMBOLS = Gauge("phoenix95_stale_price_symbols",
+                            "Symbols with an open position and no recent price")

@@ -9,6 +9,7 @@ symbol, in the background.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from services.execute.account import AccountKeeper
 from services.execute.engine import ExecutionEngine
-from services.execute.metrics import TICK_LATENCY, UNREALIZED_PNL
+from services.execute.metrics import STALE_PRICE_SYMBOLS, TICK_LATENCY, UNREALIZED_PNL
 from services.execute.models import PositionRecord
 from shared.contracts import EmergencyCloseTriggered, Envelope, PositionUpdated
 from shared.messaging import Broker, topology
@@ -30,6 +31,7 @@ from shared.redis import Keys
 log = get_logger(__name__)
 
 GROUP = "execution_processors"
+
 
 
 @dataclass
@@ -125,6 +127,11 @@ class Monitor:
         for symbol, old in self.books.items():  # keep prices of symbols without positions
             if symbol not in books:
                 books[symbol] = SymbolBook(last_price=old.last_price, last_tick=old.last_tick)
+                if old.positions:  # its last position closed: no stale series left behind
+                    with contextlib.suppress(KeyError):
+                        UNREALIZED_PNL.remove(symbol)
+        self.stale &= {s for s, b in books.items() if b.positions}
+        STALE_PRICE_SYMBOLS.set(len(self.stale))
         self.books = books
 
     def total_unrealized(self) -> float:
@@ -146,6 +153,7 @@ class Monitor:
         book.last_tick = time.monotonic()
         if symbol in self.stale:
             self.stale.discard(symbol)
+            STALE_PRICE_SYMBOLS.set(len(self.stale))
         if not book.positions:
             TICK_LATENCY.observe(time.perf_counter() - started)
             return
@@ -259,6 +267,7 @@ class Monitor:
             if book.positions and symbol not in self.stale and \
                     now - book.last_tick > self.settings.stale_price_s:
                 self.stale.add(symbol)
+                STALE_PRICE_SYMBOLS.set(len(self.stale))
                 await self.engine.alert(
                     "STALE_PRICES", symbol,
                     f"no price for {symbol} in {self.settings.stale_price_s:.0f} s")

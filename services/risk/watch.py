@@ -7,6 +7,7 @@ that symbol are looked at, in memory; the only writes are the rare alerts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -58,6 +59,9 @@ class LiquidationWatch:
         by_symbol: dict[str, list[KnownPosition]] = {}
         for position in await self.engine.open_positions():
             by_symbol.setdefault(position.symbol, []).append(position)
+        for symbol in set(self._positions) - set(by_symbol):  # no series for closed ones
+            with contextlib.suppress(KeyError):
+                LIQUIDATION_DISTANCE.remove(symbol)
         self._positions = by_symbol
         live = {p.position_id for ps in by_symbol.values() for p in ps}
         stored = await self.redis.hgetall(self.levels_key)

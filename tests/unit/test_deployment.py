@@ -26,6 +26,7 @@ import yaml
 
 from services.brain.settings import BrainSettings
 from services.execute.settings import ExecuteSettings
+from services.notify.settings import NotifySettings
 from services.risk.settings import RiskSettings
 from shared.config import Settings, is_placeholder
 from shared.messaging import topology
@@ -41,7 +42,8 @@ RABBITMQ_DIR = ROOT / "infrastructure" / "rabbitmq"
 INFRA = ("rabbitmq", "redis", "postgres")
 # The Phoenix 95 services that exist, with their settings (port field: `<name>_port`).
 OURS: dict[str, type[Settings]] = {
-    "brain": BrainSettings, "risk": RiskSettings, "execute": ExecuteSettings}
+    "brain": BrainSettings, "risk": RiskSettings, "execute": ExecuteSettings,
+    "notify": NotifySettings}
 
 
 def port_of(name: str) -> int:
@@ -181,7 +183,7 @@ def test_our_services_build_the_one_image(services: dict[str, dict[str, Any]]) -
 @each_service
 def test_each_service_publishes_its_port(services: dict[str, dict[str, Any]], name: str) -> None:
     port = port_of(name)
-    assert port == {"brain": 8100, "risk": 8101, "execute": 8102}[name]
+    assert port == {"brain": 8100, "risk": 8101, "execute": 8102, "notify": 8103}[name]
     mappings = [str(p) for p in services[name]["ports"]]
     assert f"{port}:{port}" in mappings
 

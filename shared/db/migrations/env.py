@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 # Each import registers its tables on Base.metadata.
 import services.brain.models
 import services.execute.models
+import services.notify.models
 import services.risk.models  # noqa: F401
 import shared.outbox  # noqa: F401
 from shared.db import Base, create_engine

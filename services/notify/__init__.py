@@ -1,0 +1,1 @@
+"""NOTIFY (port 8103): Telegram alerts and commands, metrics; the operator's view."""

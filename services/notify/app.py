@@ -1,0 +1,139 @@
+"""NOTIFY's app factory: consumers to Telegram, `POST /alert`, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request, Security, status
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.notify import messages
+from services.notify.consumers import Notifier, consumers
+from services.notify.settings import NotifySettings
+from services.notify.telegram import TelegramSender
+from shared.db import create_engine, session_factory
+from shared.http import add_unavailable_handler, dependency_checks, health_response
+from shared.messaging import Broker, Consumer, TransientError
+from shared.observability.logging import get_logger
+from shared.observability.metrics import instrument
+from shared.redis import create_redis
+
+log = get_logger(__name__)
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+_bearer = HTTPBearer(auto_error=False)
+
+
+class AlertIn(BaseModel):
+    """Our own alert, or (below) Alertmanager's webhook payload."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    severity: Literal["info", "warning", "critical"] = "warning"
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field("", max_length=3500)
+
+
+class AlertmanagerAlert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    status: str = "firing"
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class AlertmanagerPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    alerts: list[AlertmanagerAlert] = Field(min_length=1, max_length=200)
+
+
+def create_app(settings: NotifySettings | None = None) -> FastAPI:
+    settings = settings or NotifySettings()
+    keys = [k.get_secret_value() for k in settings.phoenix95_api_keys]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = Broker(settings, producer="notify")
+        broker.start()
+        redis = create_redis(settings)
+        db = create_engine(settings.database_url.get_secret_value())
+        sender = TelegramSender(settings)
+        notifier = Notifier(settings, sender, session_factory(db))
+        app.state.broker, app.state.redis, app.state.db = broker, redis, db
+        app.state.notifier = notifier
+        if not sender.enabled:
+            log.warning("Telegram is off (no TELEGRAM_BOT_TOKEN or TELEGRAM_CHAT_IDS): "
+                        "messages are only logged")
+        started: list[Consumer] = []
+
+        async def start() -> None:
+            await broker.wait_connected()
+            for consumer in consumers(broker, notifier):
+                await consumer.start()
+                started.append(consumer)
+            log.info("NOTIFY consuming", telegram=sender.enabled)
+
+        ready = asyncio.create_task(start(), name="notify-start")
+        app.state.ready = ready
+        try:
+            yield
+        finally:
+            for consumer in started:
+                await consumer.stop()
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
+            await sender.close()
+            await broker.close()
+            await redis.aclose()
+            await db.dispose()
+
+    app = FastAPI(title="Phoenix 95 NOTIFY",
+                  description="Telegram alerts and commands, metrics.", version="0.1.0",
+                  lifespan=lifespan)
+    instrument(app, settings.service_name)
+    add_unavailable_handler(app, extra=(TransientError,))
+
+    async def require_key(header: str | None = Security(_api_key_header),
+                          bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+                          ) -> None:
+        # Alertmanager cannot set X-API-Key; it sends the key as a Bearer token.
+        given = header or (bearer.credentials if bearer else None)
+        if not given or not any(hmac.compare_digest(given.encode(), k.encode())
+                                for k in keys):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid API key")
+
+    @app.post("/alert", status_code=202, dependencies=[Security(require_key)],
+              summary="An alert (ours or Alertmanager's webhook) forwarded to Telegram")
+    async def alert(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            texts = _alert_texts(body)
+        except ValidationError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors(
+                include_url=False, include_context=False, include_input=False)) from None
+        notifier: Notifier = request.app.state.notifier
+        for text in texts:
+            await notifier.deliver(str(uuid.uuid4()), "alert", text)
+        return {"status": "delivered", "count": len(texts)}
+
+    def _alert_texts(body: dict[str, Any]) -> list[str]:
+        if "alerts" in body:
+            AlertmanagerPayload.model_validate(body)  # the shape, for a clear 422
+            return [messages.alertmanager(body)]
+        ours = AlertIn.model_validate(body)
+        return [messages.alert(ours.title, ours.severity, ours.message)]
+
+    @app.get("/health", summary="Liveness of NOTIFY and its dependencies")
+    async def health(request: Request) -> JSONResponse:
+        state = request.app.state
+        checks = await dependency_checks(state.broker, state.redis.ping(), state.db)
+        return health_response(settings.service_name, checks)
+
+    return app
