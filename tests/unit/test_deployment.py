@@ -52,7 +52,9 @@ def port_of(name: str) -> int:
 
 each_service = pytest.mark.parametrize("name", list(OURS))
 DEFINITIONS_SERVICE = "rabbitmq-definitions"
-COMPOSE_ONLY_VARIABLES = ("POSTGRES_PASSWORD", "RABBITMQ_USER", "RABBITMQ_PASSWORD")
+COMPOSE_ONLY_VARIABLES = ("POSTGRES_PASSWORD", "RABBITMQ_USER", "RABBITMQ_PASSWORD",
+                          "GRAFANA_ADMIN_PASSWORD", "PHOENIX95_ALERT_KEY")
+OBSERVABILITY = ("prometheus", "alertmanager", "grafana")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|_KEYS?$")
 # `${VAR}`, `${VAR:?message}`, `${VAR?message}`: a value that only the environment supplies.
 REQUIRED_VAR = re.compile(r"^\$\{[A-Z][A-Z0-9_]*(:?\?[^}]*)?\}$")
@@ -166,7 +168,7 @@ def test_only_services_that_exist(services: dict[str, dict[str, Any]]) -> None:
         if command[:2] == ["python", "-m"] and command[2].startswith("services."):
             package = command[2].removeprefix("services.")
             assert (ROOT / "services" / package / "__main__.py").is_file(), name
-    allowed = {*INFRA, DEFINITIONS_SERVICE, *OURS}
+    allowed = {*INFRA, DEFINITIONS_SERVICE, *OURS, *OBSERVABILITY}
     assert set(services) <= allowed, f"services that do not exist yet: {set(services) - allowed}"
 
 
