@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
 
 from services.execute.account import AccountKeeper
 from services.execute.engine import ExecutionEngine
@@ -27,6 +24,7 @@ from shared.contracts import EmergencyCloseTriggered, Envelope, PositionUpdated
 from shared.messaging import Broker, topology
 from shared.observability.logging import get_logger
 from shared.redis import Keys
+from shared.streams import StreamReader
 
 log = get_logger(__name__)
 
@@ -89,7 +87,7 @@ class Monitor:
         self.broker = broker
         self.redis = redis
         self.stream = keys("market", "stream")
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.reader = StreamReader(redis, self.stream, GROUP)
         self.books: dict[str, SymbolBook] = {}
         self.wallet = 0.0
         self.day_start_equity = 0.0
@@ -279,28 +277,9 @@ class Monitor:
     # --- reading market:stream -------------------------------------------------------
 
     async def run(self) -> None:
-        await self._ensure_group()
+        await self.reader.ensure_group()
         await self.reload()
-        while True:
-            try:
-                batches = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {self.stream: ">"}, count=1000, block=1000)
-                for _stream, entries in batches or []:
-                    try:
-                        for _entry_id, fields in entries:
-                            await self._tick_from(fields)
-                    finally:  # prices are best-effort data: never left pending
-                        await self.redis.xack(self.stream, GROUP, *[e for e, _ in entries])
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._ensure_group()
-            except (RedisError, OSError) as exc:
-                log.warning("market stream unreadable, retrying", error=str(exc))
-                await asyncio.sleep(1)
-            except Exception as exc:
-                log.warning("monitor round failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.5)
+        await self.reader.run(self._tick_from)
 
     async def _tick_from(self, fields: dict[str, str]) -> None:
         try:
@@ -310,10 +289,3 @@ class Monitor:
         except (KeyError, ValueError):
             return  # a malformed tick
         await self.on_tick(symbol, price, mark)
-
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise

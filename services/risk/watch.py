@@ -6,16 +6,12 @@ that symbol are looked at, in memory; the only writes are the rare alerts.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
 
 from services.risk.engine import PRODUCER, RiskEngine
 from services.risk.liquidation_watch import Level, alert_for, level_for
@@ -27,6 +23,7 @@ from shared.messaging import topology
 from shared.observability.logging import get_logger
 from shared.outbox import stage
 from shared.redis import Keys
+from shared.streams import StreamReader
 
 log = get_logger(__name__)
 
@@ -50,7 +47,7 @@ class LiquidationWatch:
         self.levels_key = keys("risk", "liquidation_levels")
         self._swap_level = redis.register_script(_SWAP_LEVEL)
         self.refresh_s = refresh_s
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.reader = StreamReader(redis, self.stream, GROUP, batch=500)
         self._positions: dict[str, list[KnownPosition]] = {}
         self._levels: dict[str, Level] = {}
         self._loaded_at = float("-inf")
@@ -72,36 +69,11 @@ class LiquidationWatch:
         self._loaded_at = time.monotonic()
 
     async def run(self) -> None:
-        await self._ensure_group()
-        while True:
-            try:
-                if time.monotonic() - self._loaded_at > self.refresh_s:
-                    await self.refresh()
-                batches = await self.redis.xreadgroup(
-                    GROUP, self.consumer, {self.stream: ">"}, count=500, block=1000)
-                for _stream, entries in batches or []:
-                    try:
-                        for _entry_id, fields in entries:
-                            await self.on_tick(fields)
-                    finally:  # ticks are best-effort data: never left pending
-                        await self.redis.xack(self.stream, GROUP, *[e for e, _ in entries])
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._ensure_group()  # the stream was deleted (Redis restart, trim)
-            except (RedisError, OSError) as exc:
-                log.warning("market stream unreadable, retrying", error=str(exc))
-                await asyncio.sleep(1)
-            except Exception as exc:  # e.g. an alert not yet sent: it waits in the outbox
-                log.warning("liquidation watch round failed", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(1)
+        await self.reader.run(self.on_tick, before_read=self._refresh_when_due)
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, GROUP, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+    async def _refresh_when_due(self) -> None:
+        if time.monotonic() - self._loaded_at > self.refresh_s:
+            await self.refresh()
 
     async def on_tick(self, fields: dict[str, str]) -> None:
         positions = self._positions.get(fields.get("symbol", ""))

@@ -152,7 +152,7 @@ async def test_a_margin_type_binance_refuses_stops_the_start(exchange, fake):
 
 
 async def test_keys_binance_refuses_at_start_say_so(fake):
-    exchange = BinanceExchange(live_settings(fake, binance_secret="not-the-secret-of-this-key"))
+    exchange = BinanceExchange(live_settings(fake, binance_secret="wrong-secret"))
     exchange.exchange.enableRateLimit = False
     try:
         with pytest.raises(TradingNotAllowed) as refused:

@@ -96,7 +96,7 @@ async def test_the_bracket_request_is_signed_with_the_api_key(catalog, fake):
 
 
 async def test_a_wrong_secret_is_refused_and_the_bundled_brackets_are_used(fake):
-    live = catalog_for(live_settings(fake, binance_secret="not-the-secret-of-this-key"))
+    live = catalog_for(live_settings(fake, binance_secret="wrong-secret"))
     try:
         await live.load()
     finally:
