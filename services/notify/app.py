@@ -15,6 +15,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.notify import messages
+from services.notify.commands import Commands
 from services.notify.consumers import Notifier, consumers
 from services.notify.settings import NotifySettings
 from services.notify.telegram import TelegramSender
@@ -73,6 +74,8 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             log.warning("Telegram is off (no TELEGRAM_BOT_TOKEN or TELEGRAM_CHAT_IDS): "
                         "messages are only logged")
         started: list[Consumer] = []
+        commands = Commands(settings, broker) if sender.enabled else None
+        app.state.commands = commands
 
         async def start() -> None:
             await broker.wait_connected()
@@ -80,6 +83,11 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
                 await consumer.start()
                 started.append(consumer)
             log.info("NOTIFY consuming", telegram=sender.enabled)
+            if commands is not None:
+                try:
+                    await commands.start()
+                except Exception as exc:  # Telegram down at start: alerts still flow
+                    log.error("Telegram commands not started", error=repr(exc))
 
         ready = asyncio.create_task(start(), name="notify-start")
         app.state.ready = ready
@@ -90,6 +98,8 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
                 await consumer.stop()
             ready.cancel()
             await asyncio.gather(ready, return_exceptions=True)
+            if commands is not None:
+                await commands.stop()
             await sender.close()
             await broker.close()
             await redis.aclose()

@@ -21,6 +21,9 @@ class NotifySettings(Settings):
     telegram_min_interval_s: float = Field(1.0, ge=0)
     notify_holds: bool = True
     dashboard_password: SecretStr | None = None
+    # Telegram's /status, /positions and /pnl read these services' HTTP APIs.
+    risk_url: str = "http://localhost:8101"
+    execute_url: str = "http://localhost:8102"
 
     @field_validator("telegram_chat_ids", mode="before")
     @classmethod
