@@ -60,6 +60,7 @@ class Broker:
         self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractRobustExchange] = {}
         self._connecting: asyncio.Task[None] | None = None
+        self._ready = False
 
     def start(self) -> None:
         """Connect in the background, retrying until the broker answers; a service can start
@@ -97,6 +98,7 @@ class Broker:
         for exchange in topology.EXCHANGES:
             # Passive lookups: the robust channel re-declares them after a reconnect.
             self._exchanges[exchange.name] = await self._channel.get_exchange(exchange.name)
+        self._ready = True  # only now can anything be published
 
     async def channel(self, prefetch: int) -> AbstractRobustChannel:
         """A new channel with bounded prefetch, for one consumer."""
@@ -109,7 +111,8 @@ class Broker:
     @property
     def connected(self) -> bool:
         return (
-            self.connection is not None
+            self._ready
+            and self.connection is not None
             and self.connection.connected.is_set()
             and self._channel is not None
             and not self._channel.is_closed
@@ -154,3 +157,4 @@ class Broker:
         if self.connection is not None:
             await self.connection.close()
         self.connection, self._channel, self._exchanges = None, None, {}
+        self._ready = False
