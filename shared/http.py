@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, Security, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Security, status
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.config import Settings
 from shared.messaging import Broker, BrokerUnavailableError
 from shared.observability.logging import get_logger
+from shared.observability.metrics import instrument
 
 log = get_logger(__name__)
 
@@ -39,12 +41,21 @@ def constant_time_in(candidate: str, secrets: list[str]) -> bool:
     return found
 
 
-def api_key_auth(settings: Settings) -> Callable[[str | None], Awaitable[None]]:
-    """A dependency refusing requests without a key from `PHOENIX95_API_KEYS`."""
+_bearer = HTTPBearer(auto_error=False)
+
+
+def api_key_auth(settings: Settings) -> Callable[..., Awaitable[None]]:
+    """A dependency refusing requests without a key from `PHOENIX95_API_KEYS`, given as
+    `X-API-Key` or as a Bearer token (for senders that cannot set headers of their own,
+    such as Alertmanager)."""
     keys = [key.get_secret_value() for key in settings.phoenix95_api_keys]
 
-    async def require_api_key(api_key: str | None = Security(_api_key_header)) -> None:
-        if not api_key or not constant_time_in(api_key, keys):
+    async def require_api_key(
+        api_key: str | None = Security(_api_key_header),
+        bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
+    ) -> None:
+        given = api_key or (bearer.credentials if bearer else None)
+        if not given or not constant_time_in(given, keys):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "missing or invalid X-API-Key",
                 headers={"WWW-Authenticate": "X-API-Key"},
@@ -93,6 +104,29 @@ async def dependency_checks(
         "redis": redis_state,
         "db": db_state,
     }
+
+
+async def infrastructure_checks(state: Any) -> dict[str, str]:
+    """RabbitMQ, Redis and the database of a service app (`app.state.broker/redis/db`)."""
+    return await dependency_checks(state.broker, state.redis.ping(), state.db)
+
+
+def service_app(settings: Settings, *, title: str, description: str, lifespan: Any,
+                router: APIRouter, unavailable: tuple[type[Exception], ...] = (),
+                health: bool = True) -> FastAPI:
+    """A service's FastAPI app: metrics, 503 for missing dependencies, its routes, and (unless
+    the service has its own) `/health` over RabbitMQ, Redis and the database."""
+    app = FastAPI(title=f"Phoenix 95 {title}", description=description, version="0.1.0",
+                  lifespan=lifespan)
+    instrument(app, settings.service_name)
+    add_unavailable_handler(app, extra=unavailable)
+    app.include_router(router)
+    if health:
+        @app.get("/health", summary=f"Liveness of {title} and its dependencies")
+        async def health_check(request: Request) -> JSONResponse:
+            checks = await infrastructure_checks(request.app.state)
+            return health_response(settings.service_name, checks)
+    return app
 
 
 def health_response(service: str, checks: dict[str, str]) -> JSONResponse:

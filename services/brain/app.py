@@ -14,10 +14,9 @@ from services.brain.routes import build_router
 from services.brain.settings import BrainSettings
 from shared.config import is_placeholder
 from shared.db import create_engine, session_factory
-from shared.http import add_unavailable_handler, api_key_auth
+from shared.http import api_key_auth, service_app
 from shared.messaging import Broker
 from shared.observability.logging import get_logger
-from shared.observability.metrics import instrument
 from shared.redis import Keys, create_redis
 
 log = get_logger(__name__)
@@ -35,7 +34,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
         redis = create_redis(settings)
         engine = create_engine(settings.database_url.get_secret_value())
         pipeline = SignalPipeline(settings, redis, broker, session_factory(engine))
-        app.state.broker, app.state.redis, app.state.engine = broker, redis, engine
+        app.state.broker, app.state.redis, app.state.db = broker, redis, engine
         app.state.pipeline = pipeline
         app.state.rate_limiter = RateLimiter(
             redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
@@ -53,13 +52,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
             await redis.aclose()
             await engine.dispose()
 
-    app = FastAPI(
-        title="Phoenix 95 BRAIN",
+    return service_app(
+        settings, title="BRAIN",
         description="TradingView webhook intake, Phoenix 95 scoring and Kelly sizing.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    instrument(app, settings.service_name)
-    add_unavailable_handler(app)
-    app.include_router(build_router(settings, api_key_auth(settings)))
-    return app
+        lifespan=lifespan, router=build_router(settings, api_key_auth(settings)))

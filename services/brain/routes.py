@@ -18,7 +18,7 @@ from services.brain.pipeline import Accepted, SignalPipeline
 from services.brain.ratelimit import RateLimiter
 from services.brain.settings import BrainSettings
 from shared.contracts import Reason, Scores, SignalAnalyzed, Sizing
-from shared.http import constant_time_in, dependency_checks, health_response
+from shared.http import constant_time_in
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -216,11 +216,5 @@ def build_router(settings: BrainSettings, require_api_key: Any) -> APIRouter:
             )
             for row in await pipeline.recent(symbol, limit)
         ]
-
-    @router.get("/health", summary="Liveness of BRAIN and its dependencies")
-    async def health(request: Request) -> JSONResponse:
-        state = request.app.state
-        checks = await dependency_checks(state.broker, state.redis.ping(), state.engine)
-        return health_response(settings.service_name, checks)
 
     return router

@@ -20,10 +20,9 @@ from services.execute.routes import build_router
 from services.execute.settings import ExecuteSettings
 from shared.config import ExchangeMode
 from shared.db import create_engine, session_factory
-from shared.http import add_unavailable_handler, api_key_auth
+from shared.http import api_key_auth, service_app
 from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
-from shared.observability.metrics import instrument
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
 
@@ -137,13 +136,8 @@ def create_app(settings: ExecuteSettings | None = None,
             await redis.aclose()
             await db.dispose()
 
-    app = FastAPI(
-        title="Phoenix 95 EXECUTE",
+    return service_app(
+        settings, title="EXECUTE",
         description="Orders exactly once, protected positions, monitoring, reconciliation.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    instrument(app, settings.service_name)
-    add_unavailable_handler(app, extra=(ExchangeUnavailable, TransientError))
-    app.include_router(build_router(settings, api_key_auth(settings)))
-    return app
+        lifespan=lifespan, router=build_router(settings, api_key_auth(settings)),
+        unavailable=(ExchangeUnavailable, TransientError), health=False)

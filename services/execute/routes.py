@@ -26,7 +26,7 @@ from shared.contracts import (
     SignalAnalyzed,
     Sizing,
 )
-from shared.http import dependency_checks
+from shared.http import infrastructure_checks
 from shared.instruments import PAPER_PRECISION, protective_prices
 from shared.liquidation import distance_to_liquidation
 from shared.messaging import topology
@@ -192,7 +192,7 @@ def build_router(settings: ExecuteSettings, require_api_key: Any) -> APIRouter:
     @router.get("/health", summary="Liveness, exchange reachability, market-data freshness")
     async def health(request: Request) -> JSONResponse:
         state = request.app.state
-        checks = await dependency_checks(state.broker, state.redis.ping(), state.db)
+        checks = await infrastructure_checks(state)
         if state.refusal:
             checks["exchange"] = f"refused: {state.refusal}"
         else:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request, Security, status
-from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.notify import messages
@@ -20,16 +17,13 @@ from services.notify.consumers import Notifier, consumers
 from services.notify.settings import NotifySettings
 from services.notify.telegram import TelegramSender
 from shared.db import create_engine, session_factory
-from shared.http import add_unavailable_handler, dependency_checks, health_response
+from shared.http import api_key_auth, service_app
 from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
-from shared.observability.metrics import instrument
 from shared.redis import create_redis
 
 log = get_logger(__name__)
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
-_bearer = HTTPBearer(auto_error=False)
 
 
 class AlertIn(BaseModel):
@@ -58,7 +52,6 @@ class AlertmanagerPayload(BaseModel):
 
 def create_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or NotifySettings()
-    keys = [k.get_secret_value() for k in settings.phoenix95_api_keys]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,22 +98,9 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
             await redis.aclose()
             await db.dispose()
 
-    app = FastAPI(title="Phoenix 95 NOTIFY",
-                  description="Telegram alerts and commands, metrics.", version="0.1.0",
-                  lifespan=lifespan)
-    instrument(app, settings.service_name)
-    add_unavailable_handler(app, extra=(TransientError,))
+    router = APIRouter()
 
-    async def require_key(header: str | None = Security(_api_key_header),
-                          bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
-                          ) -> None:
-        # Alertmanager cannot set X-API-Key; it sends the key as a Bearer token.
-        given = header or (bearer.credentials if bearer else None)
-        if not given or not any(hmac.compare_digest(given.encode(), k.encode())
-                                for k in keys):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid API key")
-
-    @app.post("/alert", status_code=202, dependencies=[Security(require_key)],
+    @router.post("/alert", status_code=202, dependencies=[Depends(api_key_auth(settings))],
               summary="An alert (ours or Alertmanager's webhook) forwarded to Telegram")
     async def alert(request: Request, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -140,10 +120,6 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         ours = AlertIn.model_validate(body)
         return [messages.alert(ours.title, ours.severity, ours.message)]
 
-    @app.get("/health", summary="Liveness of NOTIFY and its dependencies")
-    async def health(request: Request) -> JSONResponse:
-        state = request.app.state
-        checks = await dependency_checks(state.broker, state.redis.ping(), state.db)
-        return health_response(settings.service_name, checks)
-
-    return app
+    return service_app(settings, title="NOTIFY",
+                       description="Telegram alerts and commands, metrics.",
+                       lifespan=lifespan, router=router, unavailable=(TransientError,))

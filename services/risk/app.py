@@ -16,10 +16,9 @@ from services.risk.routes import build_router
 from services.risk.settings import RiskSettings
 from services.risk.watch import LiquidationWatch
 from shared.db import create_engine, session_factory
-from shared.http import add_unavailable_handler, api_key_auth
+from shared.http import api_key_auth, service_app
 from shared.messaging import Broker, Consumer
 from shared.observability.logging import get_logger
-from shared.observability.metrics import instrument
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
 
@@ -41,7 +40,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
         engine = RiskEngine(settings, redis, sessions, outbox, markets)
         watch = LiquidationWatch(engine, redis, Keys(settings.redis_prefix),
                                  settings.positions_refresh_s)
-        app.state.broker, app.state.redis, app.state.engine_db = broker, redis, db
+        app.state.broker, app.state.redis, app.state.db = broker, redis, db
         app.state.engine, app.state.markets = engine, markets
         started: list[Consumer] = []
 
@@ -77,13 +76,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
             await redis.aclose()
             await db.dispose()
 
-    app = FastAPI(
-        title="Phoenix 95 RISK",
+    return service_app(
+        settings, title="RISK",
         description="Orders from analyses, liquidation math, three-stage checks, trading state.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    instrument(app, settings.service_name)
-    add_unavailable_handler(app)
-    app.include_router(build_router(settings, api_key_auth(settings)))
-    return app
+        lifespan=lifespan, router=build_router(settings, api_key_auth(settings)))

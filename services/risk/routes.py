@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
-from fastapi.responses import JSONResponse
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -20,7 +19,6 @@ from services.risk.engine import RiskEngine
 from services.risk.orders import MaintenanceOverride
 from services.risk.settings import RiskSettings
 from shared.contracts import OrderPlan, Reason, TradingState
-from shared.http import dependency_checks, health_response
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or control characters (PostgreSQL refuses NUL)
 
@@ -170,11 +168,5 @@ def build_router(settings: RiskSettings, require_api_key: Any) -> APIRouter:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "nothing to change")
         await engine.change_state(body.trading_state, body.reason, body.changed_by, limits)
         return await status_of(engine)
-
-    @router.get("/health", summary="Liveness of RISK and its dependencies")
-    async def health(request: Request) -> JSONResponse:
-        state = request.app.state
-        checks = await dependency_checks(state.broker, state.redis.ping(), state.engine_db)
-        return health_response(settings.service_name, checks)
 
     return router
