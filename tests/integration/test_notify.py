@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-import httpx
-import pytest
-
-from services.notify.app import create_app
-from services.notify.settings import NotifySettings
 from shared.contracts import (
     Action,
     Envelope,
@@ -25,38 +18,8 @@ from shared.contracts import (
     Verdict,
 )
 from shared.messaging import topology
-from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.integration.conftest import API_KEY, infrastructure
-
-CHAT = 424242
-STRANGER = 999
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@asynccontextmanager
-async def running_notify(settings: NotifySettings):
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await asyncio.wait_for(app.state.ready, 30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
-            yield client
-
-
-@pytest.fixture
-def make_notify(vhost, redis_prefix, sqlite_url, amqp, telegram):
-    def factory(**overrides):
-        values = infrastructure(vhost, redis_prefix, sqlite_url) | {
-            "telegram_bot_token": TOKEN, "telegram_chat_ids": str(CHAT),
-            "telegram_api_base_url": telegram.url, "telegram_min_interval_s": 0.0}
-        return running_notify(NotifySettings(_env_file=None, **(values | overrides)))
-
-    return factory
+from tests.integration.conftest import API_KEY
+from tests.integration.notify_fixtures import CHAT
 
 
 def opened(position_id: str = "p-1", symbol: str = "BTCUSDT") -> PositionOpened:

@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
-
-from services.notify.settings import NotifySettings
-from tests.fakes.telegram import TOKEN, FakeTelegram
-from tests.integration.conftest import infrastructure
+from tests.fakes.telegram import FakeTelegram
 from tests.integration.helpers import body, drain
-from tests.integration.test_notify import CHAT, STRANGER, running_notify
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
-        yield fake
-
-
-@pytest.fixture
-def make_notify(vhost, redis_prefix, sqlite_url, amqp, telegram):
-    def factory(**overrides):
-        values = infrastructure(vhost, redis_prefix, sqlite_url) | {
-            "telegram_bot_token": TOKEN, "telegram_chat_ids": str(CHAT),
-            "telegram_api_base_url": telegram.url, "telegram_min_interval_s": 0.0}
-        return running_notify(NotifySettings(_env_file=None, **(values | overrides)))
-
-    return factory
+from tests.integration.notify_fixtures import CHAT, STRANGER
 
 
 async def wait_for(predicate, within_s: float = 10.0) -> None:

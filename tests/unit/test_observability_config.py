@@ -6,7 +6,7 @@ without them: the files parse; Prometheus scrapes the four services and RabbitMQ
 rules and alerts Alertmanager; every rule is complete; Alertmanager sends everything to
 NOTIFY's POST /alert without a secret in the file; the dashboards are Grafana provisioning
 JSON on the provisioned datasource; and every metric name a rule or a panel uses is exported
-by the code, except the few listed in PENDING_METRICS. When `promtool` (Debian package
+by the code. When `promtool` (Debian package
 `prometheus`) or `amtool` is installed, they check the files too; when not, the structural
 checks here are the whole check.
 """
@@ -67,9 +67,6 @@ METRIC_MODULES = (
     "services.notify.metrics",
 )
 
-# Metrics the rules and dashboards use that no code exports yet: name as scraped -> (type,
-# who must export it). The test below fails once one of them is exported: then delete it here.
-PENDING_METRICS: dict[str, tuple[str, str]] = {}
 
 # The six alerts notify.md asks for, with the metric each one must watch.
 REQUIRED_ALERTS = {
@@ -462,23 +459,11 @@ def family_of(sample: str) -> str:
 def test_every_phoenix95_metric_used_is_exported(exported_samples: set[str]) -> None:
     """Compared sample by sample, as Prometheus sees them: a counter only as <name>_total, a
     histogram only as _bucket/_sum/_count."""
-    pending = {sample for name, (kind, _) in PENDING_METRICS.items()
-               for sample in sample_names(name, kind)}
     used = used_names(PHOENIX95_METRIC)
     assert used
     missing = {name: sorted(files) for name, files in used.items()
-               if name not in exported_samples and name not in pending}
+               if name not in exported_samples}
     assert missing == {}, "used in a rule or a dashboard, exported by no service"
-
-
-def test_pending_metrics_are_still_pending_and_used(exported: dict[str, str]) -> None:
-    used = {family_of(name) for name in used_names(PHOENIX95_METRIC)}
-    families = {name.removesuffix("_total") if kind == "counter" else name
-                for name, kind in exported.items()}
-    for name, (kind, owner) in PENDING_METRICS.items():
-        family = name.removesuffix("_total") if kind == "counter" else name
-        assert family not in families, f"{owner} exports {name} now: remove it from PENDING_METRICS"
-        assert name in used or family in used, f"{name} is used nowhere: remove it"
 
 
 def test_process_metrics_used_are_exported() -> None:

@@ -1,0 +1,47 @@
+"""NOTIFY running in-process against the test infrastructure and a Telegram imitation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from services.notify.app import create_app
+from services.notify.settings import NotifySettings
+from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.integration.conftest import infrastructure
+
+CHAT = 424242
+STRANGER = 999
+
+
+@asynccontextmanager
+async def running_notify(settings: NotifySettings):
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.ready, 30)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://notify") as client:
+            yield client
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_notify(vhost, redis_prefix, sqlite_url, amqp, telegram):
+    def factory(**overrides):
+        values = infrastructure(vhost, redis_prefix, sqlite_url) | {
+            "telegram_bot_token": TOKEN, "telegram_chat_ids": str(CHAT),
+            "telegram_api_base_url": telegram.url, "telegram_min_interval_s": 0.0}
+        return running_notify(NotifySettings(_env_file=None, **(values | overrides)))
+
+    return factory
+
+
