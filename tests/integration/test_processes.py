@@ -5,53 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.conftest import AMQP_URL, REDIS_URL
 from tests.integration.conftest import WEBHOOK_SECRET, alert
+from tests.integration.process_fixtures import wait_healthy
 
 ROOT = Path(__file__).parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port: int, timeout_s: float = 30) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"nothing healthy on :{port} within {timeout_s} s")
-
-
-@pytest.fixture
-def service_env(vhost: str, redis_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQP_", "REDIS_", "DATABASE"))}
-    env |= {
-        "MARKET_DATA": "none",
-        "AMQP_URL": AMQP_URL, "AMQP_VHOST": vhost, "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": redis_prefix,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'p95.db'}",
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "BRAIN_PORT": str(free_port()), "LOG_FORMAT": "json",
-        "RISK_PORT": str(free_port()), "EXECUTE_PORT": str(free_port()),
-    }
-    yield env
 
 
 def test_python_m_services_brain_serves_health_and_webhooks(service_env, amqp, tmp_path):
