@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.notify import messages
 from services.notify.commands import Commands
 from services.notify.consumers import Notifier, consumers
+from services.notify.dead_letters import DeadLetterWatcher
 from services.notify.settings import NotifySettings
 from services.notify.telegram import TelegramSender
 from shared.db import create_engine, session_factory
@@ -66,13 +67,14 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         if not sender.enabled:
             log.warning("Telegram is off (no TELEGRAM_BOT_TOKEN or TELEGRAM_CHAT_IDS): "
                         "messages are only logged")
-        started: list[Consumer] = []
+        started: list[Consumer | DeadLetterWatcher] = []
         commands = Commands(settings, broker) if sender.enabled else None
         app.state.commands = commands
 
         async def start() -> None:
             await broker.wait_connected()
-            for consumer in consumers(broker, notifier):
+            for consumer in [*consumers(broker, notifier),
+                             DeadLetterWatcher(broker, notifier.deliver)]:
                 await consumer.start()
                 started.append(consumer)
             log.info("NOTIFY consuming", telegram=sender.enabled)

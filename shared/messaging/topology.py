@@ -58,7 +58,7 @@ EXCHANGES: tuple[Exchange, ...] = (
 SIGNAL_PROCESS = "signal.process"
 SIGNAL_HOLD = "signal.hold"
 
-WORK_QUEUES: tuple[Queue, ...] = (
+_PIPELINE_QUEUES: tuple[Queue, ...] = (
     Queue("signal_processing", ((ANALYSIS.name, SIGNAL_PROCESS),), single_active_consumer=True),
     Queue("trade_execution", ((RISK_MANAGEMENT.name, "trade.execute"),)),
     Queue("risk_alerts", ((RISK_MANAGEMENT.name, "risk.alert"),)),
@@ -80,6 +80,11 @@ WORK_QUEUES: tuple[Queue, ...] = (
     Queue("risk_control", ((CONTROL.name, "control.trading_state"),)),
     Queue("execute_control", ((CONTROL.name, "control.close_position"),)),
 )
+# NOTIFY's copy of every dead letter, to tell the operator; each DLQ keeps its own for
+# inspection and replay. Not bound to its own key: a failure here cannot loop.
+NOTIFY_DEAD_LETTERS = Queue(
+    "notify_dead_letters", tuple((DLX.name, q.name) for q in _PIPELINE_QUEUES))
+WORK_QUEUES: tuple[Queue, ...] = (*_PIPELINE_QUEUES, NOTIFY_DEAD_LETTERS)
 
 DEAD_LETTER_QUEUES: tuple[Queue, ...] = tuple(
     Queue(f"{q.name}.dlq", ((DLX.name, q.name),), dead_letter=False) for q in WORK_QUEUES
