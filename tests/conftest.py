@@ -20,7 +20,10 @@ from redis.asyncio import Redis
 from shared.messaging import topology
 
 # NOTIFY's fixtures (a Telegram imitation, NOTIFY in-process), shared by its test modules.
-pytest_plugins = ["tests.integration.notify_fixtures", "tests.integration.process_fixtures"]
+pytest_plugins = [
+    "tests.integration.notify_fixtures", "tests.integration.process_fixtures",
+    "tests.integration.trading_fixtures",
+]
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://localhost:6379/0")

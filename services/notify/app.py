@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.notify import messages
 from services.notify.commands import Commands
 from services.notify.consumers import Notifier, consumers
+from services.notify.dashboard import Dashboard, dashboard_router
 from services.notify.dead_letters import DeadLetterWatcher
+from services.notify.readers import ServiceReader
 from services.notify.settings import NotifySettings
+from services.notify.summary import Clock, DailySummary, utc_now
 from services.notify.telegram import TelegramSender
 from shared.db import create_engine, session_factory
-from shared.http import api_key_auth, service_app
+from shared.http import api_key_auth, infrastructure_checks, service_app
 from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
 from shared.redis import create_redis
@@ -51,7 +54,7 @@ class AlertmanagerPayload(BaseModel):
     alerts: list[AlertmanagerAlert] = Field(min_length=1, max_length=200)
 
 
-def create_app(settings: NotifySettings | None = None) -> FastAPI:
+def create_app(settings: NotifySettings | None = None, *, clock: Clock = utc_now) -> FastAPI:
     settings = settings or NotifySettings()
 
     @contextlib.asynccontextmanager
@@ -64,6 +67,13 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         notifier = Notifier(settings, sender, session_factory(db))
         app.state.broker, app.state.redis, app.state.db = broker, redis, db
         app.state.notifier = notifier
+        # The dashboard, fed by a tap and a poller of its own: live even while Telegram is away.
+        dashboard = Dashboard(settings, clock)
+        dashboard.start(own_health=lambda: infrastructure_checks(app.state))
+        app.state.dashboard, app.state.end_streams = dashboard, dashboard.hub.close
+        summary = asyncio.create_task(
+            DailySummary(notifier, ServiceReader(settings), redis, clock).run(),
+            name="notify-daily-summary")
         if not sender.enabled:
             log.warning("Telegram is off (no TELEGRAM_BOT_TOKEN or TELEGRAM_CHAT_IDS): "
                         "messages are only logged")
@@ -73,6 +83,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
 
         async def start() -> None:
             await broker.wait_connected()
+            await dashboard.start_tap(broker)
             for consumer in [*consumers(broker, notifier),
                              DeadLetterWatcher(broker, notifier.deliver)]:
                 await consumer.start()
@@ -89,10 +100,13 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await dashboard.stop()
             for consumer in started:
                 await consumer.stop()
             ready.cancel()
-            await asyncio.gather(ready, return_exceptions=True)
+            summary.cancel()
+            await asyncio.gather(ready, summary, return_exceptions=True)
+            await notifier.close()
             if commands is not None:
                 await commands.stop()
             await sender.close()
@@ -112,7 +126,8 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
                 include_url=False, include_context=False, include_input=False)) from None
         notifier: Notifier = request.app.state.notifier
         for text in texts:
-            await notifier.deliver(str(uuid.uuid4()), "alert", text)
+            # Not kept queued: Telegram away, a 503 at once, for Alertmanager to retry.
+            await notifier.deliver(str(uuid.uuid4()), "alert", text, keep_queued=False)
         return {"status": "delivered", "count": len(texts)}
 
     def _alert_texts(body: dict[str, Any]) -> list[str]:
@@ -122,6 +137,7 @@ def create_app(settings: NotifySettings | None = None) -> FastAPI:
         ours = AlertIn.model_validate(body)
         return [messages.alert(ours.title, ours.severity, ours.message)]
 
+    router.include_router(dashboard_router(settings))
     return service_app(settings, title="NOTIFY",
                        description="Telegram alerts and commands, metrics.",
                        lifespan=lifespan, router=router, unavailable=(TransientError,))

@@ -12,7 +12,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
@@ -26,6 +25,12 @@ from telegram.ext import (
 )
 
 from services.notify import messages
+from services.notify.readers import (
+    CLOSES_READ,
+    ServiceReader,
+    ServiceUnreachableError,
+    closed_at,
+)
 from services.notify.settings import NotifySettings
 from shared.contracts import Envelope
 from shared.contracts.risk import ChangeTradingState, TradingState
@@ -43,13 +48,6 @@ HELP = ("<b>Phoenix 95 commands</b>\n"
         "/resume: trade again\n"
         "/close SYMBOL|all: close at market (asks to confirm)\n"
         "/help: this list")
-HTTP_TIMEOUT_S = 5.0
-
-
-class ServiceUnreachableError(Exception):
-    def __init__(self, service: str) -> None:
-        super().__init__(service)
-        self.service = service
 
 
 class Commands:
@@ -60,8 +58,7 @@ class Commands:
         self.settings = settings
         self.broker = broker
         self.allowed = set(settings.telegram_chat_ids)
-        keys = settings.phoenix95_api_keys
-        self._headers = {"X-API-Key": keys[0].get_secret_value()} if keys else {}
+        self.reader = ServiceReader(settings)
         builder = Application.builder().token(settings.telegram_bot_token.get_secret_value())
         if settings.telegram_api_base_url:
             builder = builder.base_url(settings.telegram_api_base_url)
@@ -123,15 +120,7 @@ class Commands:
 
     async def _get(self, base: str, path: str, service: str,
                    params: dict[str, Any] | None = None) -> Any:
-        try:
-            async with httpx.AsyncClient(base_url=base, headers=self._headers,
-                                         timeout=HTTP_TIMEOUT_S) as client:
-                response = await client.get(path, params=params)
-                response.raise_for_status()
-                return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("service unreachable for a command", service=service, error=str(exc))
-            raise ServiceUnreachableError(service) from exc
+        return await self.reader.get(base, path, service, params)
 
     # --- handlers --------------------------------------------------------------------------
 
@@ -175,11 +164,26 @@ class Commands:
         if target != "ALL" and not target.isalnum():
             await self._reply(update, "usage: /close SYMBOL|all")
             return
-        data = "close:all" if target == "ALL" else f"close:{target}"
-        what = "ALL open positions" if target == "ALL" else f"the {html.escape(target)} position"
+        everything = target == "ALL"
+        # What the button would close, shown with it; nothing to close, no button. EXECUTE
+        # unreachable: the close still goes through the broker, unchecked.
+        try:
+            rows = await self._get(self.settings.execute_url, "/positions", "EXECUTE",
+                                   {"status": "open"})
+        except ServiceUnreachableError:
+            shown = ["⚠️ EXECUTE is unreachable: open positions not checked"]
+        else:
+            matching = [p for p in rows if everything or p.get("symbol") == target]
+            if not matching:
+                await self._reply(update, "No open positions." if everything
+                                  else f"No open {html.escape(target)} position.")
+                return
+            shown = [self._position_line(p) for p in matching]
+        data = "close:all" if everything else f"close:{target}"
+        what = "ALL open positions" if everything else f"the {html.escape(target)} position"
         markup = InlineKeyboardMarkup([[InlineKeyboardButton("Confirm close",
                                                              callback_data=data)]])
-        await self._reply(update, f"Close {what} at market?", markup)
+        await self._reply(update, "\n".join([f"Close {what} at market?", *shown]), markup)
 
     async def confirm_close(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -245,22 +249,23 @@ class Commands:
         if not rows:
             await self._reply(update, "No open positions.")
             return
-        lines = ["<b>Open positions</b>"]
-        for p in rows:
-            pnl = p.get("unrealized_pnl")
-            lines.append(
-                f"• {messages.esc(p.get('symbol'))} {messages.esc(p.get('side'))} "
+        await self._reply(update, "\n".join(["<b>Open positions</b>",
+                                             *map(self._position_line, rows)]))
+
+    @staticmethod
+    def _position_line(p: dict[str, Any]) -> str:
+        """One of EXECUTE's open positions (GET /positions)."""
+        pnl = p.get("unrealized_pnl")
+        return (f"• {messages.esc(p.get('symbol'))} {messages.esc(p.get('side'))} "
                 f"{messages.num(p.get('quantity'))} @ {messages.num(p.get('entry_price'))}"
                 + (f", PnL {messages.usdt(pnl, signed=True)}" if pnl is not None else "")
                 + (f", liq {messages.num(p.get('liquidation_price'))}"
                    if p.get("liquidation_price") else ""))
-        await self._reply(update, "\n".join(lines))
 
     async def pnl(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         try:
-            account = await self._get(self.settings.execute_url, "/account", "EXECUTE")
-            closed = await self._get(self.settings.execute_url, "/positions", "EXECUTE",
-                                     {"status": "closed", "limit": 1000})
+            account = await self.reader.account()
+            closed = await self.reader.closed_positions()
         except ServiceUnreachableError as exc:
             await self._reply(update, f"⚠️ {exc.service} is unreachable")
             return
@@ -270,20 +275,15 @@ class Commands:
         for p in closed:
             realized = float(p.get("realized_pnl") or 0.0)
             total += realized
-            closed_at = p.get("closed_at")
-            try:
-                when = datetime.fromisoformat(closed_at) if closed_at else None
-            except ValueError:
-                when = None
-            if when is not None:
-                when = when if when.tzinfo else when.replace(tzinfo=UTC)
-                if when >= week_ago:
-                    week += realized
+            when = closed_at(p)
+            if when is not None and when >= week_ago:
+                week += realized
+        # EXECUTE gives the latest CLOSES_READ closes at most: say so when capped.
+        capped = f", last {len(closed)} closes" if len(closed) >= CLOSES_READ else ""
         lines = ["<b>PnL</b>",
                  f"Today: {messages.usdt(account.get('daily_pnl'), signed=True)}",
                  f"7 days (realized): {messages.usdt(week, signed=True)}",
-                 f"All time (realized, last {len(closed)} closes): "
-                 f"{messages.usdt(total, signed=True)}"]
+                 f"All time (realized{capped}): {messages.usdt(total, signed=True)}"]
         await self._reply(update, "\n".join(lines))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -1,25 +1,29 @@
 """NOTIFY's consumers: every event and RISK's alerts become Telegram messages, each acked
-only once Telegram accepted it (or Telegram is off and it was logged)."""
+only once Telegram accepted it (or Telegram is off and it was logged); a backlog goes out
+merged into digests (delivery.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.notify.delivery import RETRY_CAP_S, ChatDelivery
 from services.notify.messages import render
 from services.notify.metrics import PIPELINE_LATENCY
-from services.notify.models import Notification
 from services.notify.settings import NotifySettings
 from services.notify.telegram import TelegramSender
 from shared.contracts import Envelope, MessagePayload, OrderUpdated, SignalReceived
-from shared.messaging import Broker, Consumer
+from shared.messaging import Broker, Consumer, TransientError
 
 # Receipt times of recent signals, for the webhook → filled latency (bounded: memory only).
 RECEIPTS_KEPT = 10_000
+PREFETCH = 100
+# How long a handler waits for Telegram before the consumer retries it (well below
+# RabbitMQ's 30-minute consumer timeout, so the consumer's give-up rules still apply).
+DELIVERY_WAIT_S = 60.0
 
 
 class Notifier:
@@ -29,6 +33,7 @@ class Notifier:
         self.sender = sender
         self.sessions = sessions
         self._receipts: OrderedDict[str, datetime] = OrderedDict()
+        self._chats: dict[int, ChatDelivery] = {}
 
     def observe(self, payload: MessagePayload) -> None:
         if isinstance(payload, SignalReceived):
@@ -46,28 +51,37 @@ class Notifier:
         if text is not None:
             await self.deliver(envelope.message_id, envelope.type, text)
 
-    async def deliver(self, message_id: str, event_type: str, text: str) -> None:
-        """To every chat that has not had it yet (a redelivery sends nothing twice)."""
-        for chat_id in self.sender.chat_ids or [0]:
-            async with self.sessions() as session:
-                done = await session.scalar(select(Notification.id).where(
-                    Notification.message_id == message_id, Notification.chat_id == chat_id))
-            if done is not None:
-                continue
-            await self.sender.send(chat_id, text)
-            try:
-                async with self.sessions.begin() as session:
-                    session.add(Notification(message_id=message_id, chat_id=chat_id,
-                                             event_type=event_type, text=text,
-                                             sent_at=datetime.now(UTC)))
-            except IntegrityError:
-                pass  # another replica recorded it first
+    async def deliver(self, message_id: str, event_type: str, text: str, *,
+                      keep_queued: bool = True) -> None:
+        """To every chat that has not had it yet (a redelivery sends nothing twice); returns
+        once Telegram accepted it in each. `keep_queued` (a consumer's message): not accepted
+        within DELIVERY_WAIT_S, TransientError, the message staying queued in its place for
+        the consumer's retry to join. Otherwise a failed attempt raises TransientError at once
+        and the message is dropped."""
+        waits = [self._chat(chat_id).submit(message_id, event_type, text,
+                                            keep_queued=keep_queued)
+                 for chat_id in self.sender.chat_ids or [0]]
+        done, pending = await asyncio.wait(waits, timeout=DELIVERY_WAIT_S if keep_queued
+                                           else None)
+        if pending:
+            raise TransientError("Telegram has not accepted it yet (still queued)")
+        for future in done:
+            future.result()
+
+    def _chat(self, chat_id: int) -> ChatDelivery:
+        if chat_id not in self._chats:
+            self._chats[chat_id] = ChatDelivery(chat_id, self.sender, self.sessions)
+        return self._chats[chat_id]
+
+    async def close(self) -> None:
+        for chat in self._chats.values():
+            await chat.close()
 
 
 def consumers(broker: Broker, notifier: Notifier) -> list[Consumer]:
-    # Prefetch 1: messages reach the operator in the order they happened, even after an
-    # outage of Telegram (delivery late, in order, nothing lost).
-    return [
-        Consumer(broker, "notify_events", notifier.handle, prefetch=1),
-        Consumer(broker, "risk_alerts", notifier.handle, prefetch=1),
-    ]
+    # Up to PREFETCH messages in flight per queue: a backlog reaches the per-chat delivery,
+    # which merges it into digests in the order it came (delivery.py). The consumer's retry
+    # backoff is capped like the delivery's, so that acks follow within seconds once
+    # Telegram is back.
+    return [Consumer(broker, queue, notifier.handle, prefetch=PREFETCH,
+                     backoff_cap_s=RETRY_CAP_S) for queue in ("notify_events", "risk_alerts")]

@@ -17,7 +17,8 @@ Messages that do not come from an event: `alert` (a `POST /alert` or a Prometheu
 Telegram takes at most 4096 characters per message: `split_text` cuts a text into pieces that
 fit, on line boundaries, never inside a tag or an entity, closing the tags still open at a cut
 and opening them again in the next piece. `digest` merges a backlog into one message;
-`digests` packs a backlog into as few messages as fit.
+`digest_count` says how much of a backlog one message holds, `digests` packs a backlog into as
+few messages as fit.
 
 Numbers: prices and quantities keep up to 8 significant digits, without thousands separators
 (`60000`, `0.00001234`); amounts in USDT have two decimals and thousands separators
@@ -586,22 +587,24 @@ def digest(texts: Sequence[str]) -> str:
     return f"🗂 <b>{len(texts)} messages</b>" + DIGEST_SEPARATOR + DIGEST_SEPARATOR.join(texts)
 
 
+def digest_count(texts: Sequence[str], limit: int = TELEGRAM_LIMIT) -> int:
+    """How many of the first `texts` one digest of at most `limit` characters holds: at
+    least one (a text too long on its own goes alone, to be split)."""
+    if not texts:
+        raise ValueError("nothing to digest")
+    count = 1
+    while count < len(texts) and len(digest(texts[:count + 1])) <= limit:
+        count += 1
+    return count
+
+
 def digests(texts: Sequence[str], limit: int = TELEGRAM_LIMIT) -> list[str]:
     """A backlog packed, in order, into as few digests of at most `limit` characters as
     hold whole messages; a message too long on its own is split (`split_text`)."""
     out: list[str] = []
-    group: list[str] = []
-    for text in texts:
-        if len(text) > limit:
-            if group:
-                out.append(digest(group))
-                group = []
-            out.extend(split_text(text, limit))
-            continue
-        if group and len(digest([*group, text])) > limit:
-            out.append(digest(group))
-            group = []
-        group.append(text)
-    if group:
-        out.append(digest(group))
+    rest = list(texts)
+    while rest:
+        count = digest_count(rest, limit)
+        out.extend(split_text(digest(rest[:count]), limit))
+        rest = rest[count:]
     return out

@@ -21,7 +21,9 @@ class NotifySettings(Settings):
     telegram_min_interval_s: float = Field(1.0, ge=0)
     notify_holds: bool = True
     dashboard_password: SecretStr | None = None
-    # Telegram's /status, /positions and /pnl read these services' HTTP APIs.
+    # Telegram's /status, /positions and /pnl read these services' HTTP APIs; the
+    # dashboard polls them (and BRAIN's /health).
+    brain_url: str = "http://localhost:8100"
     risk_url: str = "http://localhost:8101"
     execute_url: str = "http://localhost:8102"
 

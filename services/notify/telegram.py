@@ -36,16 +36,13 @@ class TelegramSender:
             self.bot = Bot(settings.telegram_bot_token.get_secret_value(), **kwargs)
         TELEGRAM_ENABLED.set(1 if self.bot else 0)
         self._last_sent: dict[int, float] = {}
-        self._pace = asyncio.Lock()
+        # Per chat: a chat waiting for its turn does not hold up the others.
+        self._pace: dict[int, asyncio.Lock] = {}
         self._initialized = False
 
     @property
     def enabled(self) -> bool:
         return self.bot is not None
-
-    async def send_to_all(self, text: str) -> None:
-        for chat_id in self.chat_ids or [0]:
-            await self.send(chat_id, text)
 
     async def send(self, chat_id: int, text: str) -> None:
         """Deliver `text` (split if long) or raise TransientError: never silently drop."""
@@ -95,12 +92,21 @@ class TelegramSender:
                 log.error("telegram refused a message", error=str(exc))
                 return
 
+    async def ready(self, chat_id: int) -> None:
+        """Wait until `chat_id` may have its next message, without taking the turn: what
+        comes in meanwhile can still join the message sent then."""
+        if self.bot is not None:
+            await self._sleep_until_turn(chat_id)
+
+    async def _sleep_until_turn(self, chat_id: int) -> None:
+        last = self._last_sent.get(chat_id, 0.0)
+        wait = last + self.settings.telegram_min_interval_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
     async def _wait_turn(self, chat_id: int) -> None:
-        async with self._pace:
-            last = self._last_sent.get(chat_id, 0.0)
-            wait = last + self.settings.telegram_min_interval_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        async with self._pace.setdefault(chat_id, asyncio.Lock()):
+            await self._sleep_until_turn(chat_id)
             self._last_sent[chat_id] = time.monotonic()
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from services.notify.app import create_app
 from services.notify.settings import NotifySettings
+from services.notify.summary import Clock, utc_now
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.integration.conftest import infrastructure
 
@@ -19,8 +20,8 @@ STRANGER = 999
 
 
 @asynccontextmanager
-async def running_notify(settings: NotifySettings):
-    app = create_app(settings)
+async def running_notify(settings: NotifySettings, clock: Clock = utc_now):
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.ready, 30)
         transport = httpx.ASGITransport(app=app)
@@ -36,11 +37,11 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 
 @pytest.fixture
 def make_notify(vhost, redis_prefix, sqlite_url, amqp, telegram):
-    def factory(**overrides):
+    def factory(clock: Clock = utc_now, **overrides):
         values = infrastructure(vhost, redis_prefix, sqlite_url) | {
             "telegram_bot_token": TOKEN, "telegram_chat_ids": str(CHAT),
             "telegram_api_base_url": telegram.url, "telegram_min_interval_s": 0.0}
-        return running_notify(NotifySettings(_env_file=None, **(values | overrides)))
+        return running_notify(NotifySettings(_env_file=None, **(values | overrides)), clock)
 
     return factory
 

@@ -3,29 +3,15 @@ and database; prices injected into `market:stream`."""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.conftest import alert, brain_settings, running_brain
-from tests.integration.execute_fixtures import KEY, execute_settings, running_execute, until
-from tests.integration.risk_fixtures import risk_settings, running_risk
+from tests.integration.conftest import alert
+from tests.integration.execute_fixtures import KEY, until
 
 FEE = 0.0004
 SLIPPAGE = 0.0002
-
-
-@pytest.fixture
-async def system(vhost, redis_prefix, sqlite_url, amqp):
-    async with AsyncExitStack() as stack:
-        brain = await stack.enter_async_context(
-            running_brain(brain_settings(vhost, redis_prefix, sqlite_url)))
-        risk = await stack.enter_async_context(
-            running_risk(risk_settings(vhost, redis_prefix, sqlite_url)))
-        execute = await stack.enter_async_context(
-            running_execute(execute_settings(vhost, redis_prefix, sqlite_url)))
-        yield brain, risk, execute
 
 
 def fresh_alert(**fields):

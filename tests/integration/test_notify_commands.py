@@ -8,6 +8,8 @@ from tests.fakes.telegram import FakeTelegram
 from tests.integration.helpers import body, drain
 from tests.integration.notify_fixtures import CHAT, STRANGER
 
+UNREACHABLE = "http://127.0.0.1:1"
+
 
 async def wait_for(predicate, within_s: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
@@ -52,10 +54,12 @@ async def test_a_stranger_is_ignored(make_notify, telegram: FakeTelegram, amqp):
 
 async def test_close_asks_to_confirm_then_publishes(make_notify, telegram: FakeTelegram,
                                                     amqp):
-    async with make_notify():
+    # EXECUTE unreachable: the close still goes out on the broker, with a warning.
+    async with make_notify(execute_url=UNREACHABLE):
         telegram.add_command(CHAT, "/close BTCUSDT")
         [prompt] = await telegram.wait_sent(1, within_s=15)
         assert [b["callback_data"] for b in prompt.buttons] == ["close:BTCUSDT"]
+        assert "EXECUTE is unreachable" in prompt.plain
         assert await drain(amqp, "execute_control", settle_s=0.3) == []
         telegram.add_callback(CHAT, "close:BTCUSDT", prompt.message_id)
         [message] = await drain(amqp, "execute_control", expect=1)
@@ -70,12 +74,12 @@ async def test_help_lists_the_commands(make_notify, telegram: FakeTelegram):
     async with make_notify():
         telegram.add_command(CHAT, "/help")
         [reply] = await telegram.wait_sent(1, within_s=15)
-    for command in ("/status", "/positions", "/pnl", "/halt", "/resume", "/close"):
+    for command in ("/status", "/positions", "/pnl", "/halt", "/resume", "/close", "/help"):
         assert command in reply.plain
 
 
 async def test_status_when_risk_is_unreachable(make_notify, telegram: FakeTelegram):
-    async with make_notify(risk_url="http://127.0.0.1:1", execute_url="http://127.0.0.1:1"):
+    async with make_notify(risk_url=UNREACHABLE, execute_url=UNREACHABLE):
         telegram.add_command(CHAT, "/status")
         telegram.add_command(CHAT, "/pnl")
         sent = await telegram.wait_sent(2, within_s=15)

@@ -21,7 +21,7 @@ from tests.conftest import AMQP_URL, REDIS_URL
 from tests.integration.conftest import API_KEY
 from tests.integration.helpers import body, drain
 from tests.integration.risk_fixtures import analysis, publish_analysis
-from tests.integration.test_processes import free_port
+from tests.integration.serving import free_port
 
 SYMBOLS = [f"COIN{i:03d}USDT" for i in range(100)]
 

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.notify import messages
-from services.notify.messages import digest, digests, render, split_text
+from services.notify.messages import digest, digest_count, digests, render, split_text
 from shared.contracts import (
     AccountUpdated,
     Action,
@@ -497,3 +497,15 @@ def test_digests_pack_a_backlog_in_order_within_the_limit() -> None:
     huge = "w" * 5000
     packed = digests(["first", huge, "last"])
     assert packed == ["first", "w" * 4096, "w" * 904, "last"]
+
+
+def test_digest_count_is_how_much_of_a_backlog_one_message_holds() -> None:
+    texts = [f"{i:03d} " + "z" * 900 for i in range(6)]
+    assert digest_count(texts) == 4  # as packed above
+    assert len(digest(texts[:4])) <= 4096 < len(digest(texts[:5]))
+    assert digest_count(texts[:2]) == 2
+    assert digest_count(["short", "w" * 5000, "last"]) == 1  # stops before a text too long
+    assert digest_count(["w" * 5000, "last"]) == 1  # which goes alone, to be split
+    assert digest_count(["a", "b", "c"], limit=len(digest(["a", "b"]))) == 2
+    with pytest.raises(ValueError):
+        digest_count([])
