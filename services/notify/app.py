@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.notify import messages
@@ -122,7 +122,7 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utc_now
         try:
             texts = _alert_texts(body)
         except ValidationError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, exc.errors(
+            raise HTTPException(422, exc.errors(
                 include_url=False, include_context=False, include_input=False)) from None
         notifier: Notifier = request.app.state.notifier
         for text in texts:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -165,7 +165,7 @@ def build_router(settings: RiskSettings, require_api_key: Any) -> APIRouter:
         if limits and "allowed_symbols" in limits:
             limits["allowed_symbols"] = [s.upper() for s in limits["allowed_symbols"]]
         if body.trading_state is None and not limits:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "nothing to change")
+            raise HTTPException(422, "nothing to change")
         await engine.change_state(body.trading_state, body.reason, body.changed_by, limits)
         return await status_of(engine)
 
