@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+# The prices any input may carry: nothing trades below 1e-9, and a price nearer 0 would size
+# an infinite quantity.
+MIN_PRICE = 1e-9
+MAX_PRICE = 1e12
+
 
 @dataclass(frozen=True)
 class Precision:

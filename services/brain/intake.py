@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from shared.contracts import Action
+from shared.instruments import MAX_PRICE, MIN_PRICE
 
 _ACTIONS = {
     "buy": Action.LONG, "long": Action.LONG,
@@ -105,7 +106,7 @@ class Alert(BaseModel):
 
     symbol: str
     action: Action
-    price: Number = Field(gt=0, lt=1e12)
+    price: Number = Field(ge=MIN_PRICE, lt=MAX_PRICE)
     confidence: Number = Field(0.8, ge=0, le=1)
     rsi: Number | None = Field(None, ge=0, le=100)
     macd: Number | None = None

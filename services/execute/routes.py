@@ -98,7 +98,9 @@ def build_router(settings: ExecuteSettings, require_api_key: Any) -> APIRouter:
         book = request.app.state.monitor.books.get(symbol)
         return book.last_price if book and book.last_price else None
 
-    @router.post("/trade", dependencies=key, summary="Manual entry, through RISK")
+    @router.post("/trade", dependencies=key, summary="Manual entry, through RISK",
+                 responses={202: {"description": "sent to RISK, no outcome yet: pending"},
+                            409: {"description": "no price known for the symbol yet"}})
     async def trade(body: TradeRequest, request: Request) -> JSONResponse:
         price = mark_of(request, body.symbol)
         if price is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -19,6 +19,7 @@ from services.risk.engine import RiskEngine
 from services.risk.orders import MaintenanceOverride
 from services.risk.settings import RiskSettings
 from shared.contracts import OrderPlan, Reason, TradingState
+from shared.instruments import MAX_PRICE, MIN_PRICE
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no NUL or control characters (PostgreSQL refuses NUL)
 
@@ -28,7 +29,7 @@ class CheckRequest(BaseModel):
 
     symbol: str = Field(min_length=2, max_length=32, pattern=r"^[A-Za-z0-9]+$")
     side: Literal["long", "short"]
-    price: float = Field(gt=0, lt=1e12)
+    price: float = Field(ge=MIN_PRICE, lt=MAX_PRICE)
     margin_fraction: float | None = Field(None, gt=0, le=1)
     quantity: float | None = Field(None, gt=0, lt=1e12)
     leverage: int = Field(20, ge=1, le=125)
@@ -85,7 +86,9 @@ class UpdateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _something(self) -> UpdateRequest:
-        if self.trading_state is None and self.limits is None:
+        # An empty `limits` (or one of nulls only) changes nothing either.
+        if self.trading_state is None and (
+                self.limits is None or not self.limits.model_dump(exclude_none=True)):
             raise ValueError("give trading_state and/or limits")
         if self.trading_state is not None and not self.reason.strip():
             raise ValueError("a change of trading state needs a reason")
@@ -164,8 +167,6 @@ def build_router(settings: RiskSettings, require_api_key: Any) -> APIRouter:
         limits = body.limits.model_dump(exclude_none=True) if body.limits else None
         if limits and "allowed_symbols" in limits:
             limits["allowed_symbols"] = [s.upper() for s in limits["allowed_symbols"]]
-        if body.trading_state is None and not limits:
-            raise HTTPException(422, "nothing to change")
         await engine.change_state(body.trading_state, body.reason, body.changed_by, limits)
         return await status_of(engine)
 

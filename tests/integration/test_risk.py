@@ -98,6 +98,9 @@ async def test_check_reproduces_binance_reference_liquidation_prices(
         {"symbol": "BTCUSDT", "side": "up", "price": 60000, "quantity": 1},
         {"symbol": "BTCUSDT", "side": "long", "price": -1, "quantity": 1},
         {"symbol": "BTCUSDT", "side": "long", "price": 60000, "quantity": 1, "leverage": 500},
+        # Found by fuzzing: a price so near 0 that the quantity was infinite, answered 200.
+        {"symbol": "BTCUSDT", "side": "long", "price": 2.225073858507e-311,
+         "margin_fraction": 1.0},
     ],
 )
 async def test_check_refuses_bad_input_with_422(risk, payload):
@@ -214,6 +217,18 @@ async def test_update_refuses_a_state_change_without_a_reason(risk):
     response = await risk.client.post("/update", headers=KEY, json={"trading_state": "HALTED"})
     assert response.status_code == 422
     assert (await risk.status())["trading_state"] == "ACTIVE"
+
+
+async def test_update_with_nothing_to_change_is_a_validation_error(risk):
+    """`{"limits": {}}` (found by fuzzing) once got a 422 whose detail was a bare string,
+    against the documented validation-error shape; now it is refused like any other body."""
+    before = await risk.status()
+    for update in ({"limits": {}}, {"limits": {"max_leverage": None}, "reason": "x"}):
+        response = await risk.client.post("/update", headers=KEY, json=update)
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["body"] and "trading_state and/or limits" in error["msg"]
+    assert await risk.status() == before
 
 
 async def test_limits_changed_by_update_are_applied_and_kept(make_risk):

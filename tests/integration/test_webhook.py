@@ -308,3 +308,11 @@ async def test_pathological_input_is_422_never_5xx(brain, amqp, content):
 
     assert response.status_code == 422, response.text
     assert await drain(amqp, "notify_events", settle_s=NOTHING) == []
+
+
+async def test_a_price_too_near_zero_to_size_is_422(brain, amqp):
+    response = await brain.client.post("/webhook", json=alert(price=2.2e-311))
+
+    assert response.status_code == 422
+    assert [e["loc"][-1] for e in response.json()["detail"]] == ["price"]
+    assert await drain(amqp, "notify_events", settle_s=NOTHING) == []
