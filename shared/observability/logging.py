@@ -69,6 +69,9 @@ def configure_logging(
     for noisy in ("aiormq", "aio_pika", "ccxt"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.INFO))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs each request's URL at INFO, and Telegram's URLs carry the bot token: masked
+    # anyway, but better never written.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
 
     structlog.configure(
         processors=[*shared_processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
