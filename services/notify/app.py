@@ -68,17 +68,18 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utc_now
         app.state.broker, app.state.redis, app.state.db = broker, redis, db
         app.state.notifier = notifier
         # The dashboard, fed by a tap and a poller of its own: live even while Telegram is away.
-        dashboard = Dashboard(settings, clock)
+        reader = ServiceReader(settings)  # RISK's and EXECUTE's APIs, one client for all
+        dashboard = Dashboard(settings, reader, clock)
         dashboard.start(own_health=lambda: infrastructure_checks(app.state))
         app.state.dashboard, app.state.end_streams = dashboard, dashboard.hub.close
         summary = asyncio.create_task(
-            DailySummary(notifier, ServiceReader(settings), redis, clock).run(),
+            DailySummary(notifier, reader, redis, clock).run(),
             name="notify-daily-summary")
         if not sender.enabled:
             log.warning("Telegram is off (no TELEGRAM_BOT_TOKEN or TELEGRAM_CHAT_IDS): "
                         "messages are only logged")
         started: list[Consumer | DeadLetterWatcher] = []
-        commands = Commands(settings, broker) if sender.enabled else None
+        commands = Commands(settings, broker, reader) if sender.enabled else None
         app.state.commands = commands
 
         async def start() -> None:
@@ -109,6 +110,7 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utc_now
             await notifier.close()
             if commands is not None:
                 await commands.stop()
+            await reader.aclose()
             await sender.close()
             await broker.close()
             await redis.aclose()

@@ -53,12 +53,13 @@ HELP = ("<b>Phoenix 95 commands</b>\n"
 class Commands:
     """The command handlers and the PTB Application that runs them."""
 
-    def __init__(self, settings: NotifySettings, broker: Broker) -> None:
+    def __init__(self, settings: NotifySettings, broker: Broker, reader: ServiceReader
+                 ) -> None:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.broker = broker
         self.allowed = set(settings.telegram_chat_ids)
-        self.reader = ServiceReader(settings)
+        self.reader = reader
         builder = Application.builder().token(settings.telegram_bot_token.get_secret_value())
         if settings.telegram_api_base_url:
             builder = builder.base_url(settings.telegram_api_base_url)
@@ -118,10 +119,6 @@ class Commands:
         envelope = Envelope.wrap(payload, producer="notify", correlation_id=str(uuid.uuid4()))
         await self.broker.publish(envelope, topology.CONTROL.name, routing_key)
 
-    async def _get(self, base: str, path: str, service: str,
-                   params: dict[str, Any] | None = None) -> Any:
-        return await self.reader.get(base, path, service, params)
-
     # --- handlers --------------------------------------------------------------------------
 
     async def ignored(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
@@ -168,7 +165,7 @@ class Commands:
         # What the button would close, shown with it; nothing to close, no button. EXECUTE
         # unreachable: the close still goes through the broker, unchecked.
         try:
-            rows = await self._get(self.settings.execute_url, "/positions", "EXECUTE",
+            rows = await self.reader.get(self.settings.execute_url, "/positions", "EXECUTE",
                                    {"status": "open"})
         except ServiceUnreachableError:
             shown = ["⚠️ EXECUTE is unreachable: open positions not checked"]
@@ -221,7 +218,7 @@ class Commands:
 
     async def status(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         try:
-            risk = await self._get(self.settings.risk_url, "/status", "RISK")
+            risk = await self.reader.get(self.settings.risk_url, "/status", "RISK")
         except ServiceUnreachableError as exc:
             await self._reply(update, f"⚠️ {exc.service} is unreachable")
             return
@@ -241,7 +238,7 @@ class Commands:
 
     async def positions(self, update: Update, _: ContextTypes.DEFAULT_TYPE) -> None:
         try:
-            rows = await self._get(self.settings.execute_url, "/positions", "EXECUTE",
+            rows = await self.reader.get(self.settings.execute_url, "/positions", "EXECUTE",
                                    {"status": "open"})
         except ServiceUnreachableError as exc:
             await self._reply(update, f"⚠️ {exc.service} is unreachable")

@@ -26,22 +26,32 @@ class ServiceUnreachableError(Exception):
 
 
 class ServiceReader:
+    """One HTTP client, its connections reused, for the commands, the daily summary and the
+    dashboard's poller."""
+
     def __init__(self, settings: NotifySettings) -> None:
         self.settings = settings
         keys = settings.phoenix95_api_keys
-        self._headers = {"X-API-Key": keys[0].get_secret_value()} if keys else {}
+        self.client = httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT_S,
+            headers={"X-API-Key": keys[0].get_secret_value()} if keys else {})
 
     async def get(self, base: str, path: str, service: str,
-                  params: dict[str, Any] | None = None) -> Any:
+                  params: dict[str, Any] | None = None,
+                  timeout_s: float | None = None) -> Any:
         try:
-            async with httpx.AsyncClient(base_url=base, headers=self._headers,
-                                         timeout=HTTP_TIMEOUT_S) as client:
-                response = await client.get(path, params=params)
-                response.raise_for_status()
-                return response.json()
+            response = await self.client.get(
+                f"{base}{path}", params=params,
+                timeout=timeout_s if timeout_s is not None else HTTP_TIMEOUT_S)
+            response.raise_for_status()
+            return response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            log.warning("service unreachable", service=service, path=path, error=str(exc))
+            # Debug only: the dashboard polls every 2 s; callers tell the operator.
+            log.debug("service unreachable", service=service, path=path, error=str(exc))
             raise ServiceUnreachableError(service) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
     async def account(self) -> dict[str, Any]:
         """EXECUTE's account: balance, equity, today's PnL."""

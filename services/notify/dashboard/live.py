@@ -17,6 +17,7 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
 from services.notify.dashboard.state import Cursor, DashboardState
+from services.notify.readers import ServiceReader, ServiceUnreachableError
 from services.notify.settings import NotifySettings
 from shared.contracts import InvalidMessageError, parse_envelope
 from shared.messaging import Broker, topology
@@ -167,30 +168,24 @@ class ServicePoller:
     positions with their marks. A restarted NOTIFY converges from these, whatever events it
     missed."""
 
-    def __init__(self, settings: NotifySettings, state: DashboardState, hub: StreamHub,
-                 own_health: Callable[[], Awaitable[dict[str, str]]], clock: Clock = _now,
-                 interval_s: float = POLL_INTERVAL_S) -> None:
+    def __init__(self, settings: NotifySettings, reader: ServiceReader, state: DashboardState,
+                 hub: StreamHub, own_health: Callable[[], Awaitable[dict[str, str]]],
+                 clock: Clock = _now, interval_s: float = POLL_INTERVAL_S) -> None:
         self.settings = settings
+        self.reader = reader
         self.state = state
         self.hub = hub
         self.own_health = own_health
         self.clock = clock
         self.interval_s = interval_s
-        keys = settings.phoenix95_api_keys
-        self._client = httpx.AsyncClient(
-            timeout=POLL_TIMEOUT_S,
-            headers={"X-API-Key": keys[0].get_secret_value()} if keys else {})
 
     async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self.poll()
-                except Exception:  # an answer not as expected: the next poll tries again
-                    log.exception("dashboard poll failed")
-                await asyncio.sleep(self.interval_s)
-        finally:
-            await self._client.aclose()
+        while True:
+            try:
+                await self.poll()
+            except Exception:  # an answer not as expected: the next poll tries again
+                log.exception("dashboard poll failed")
+            await asyncio.sleep(self.interval_s)
 
     async def poll(self) -> None:
         urls = {"brain": self.settings.brain_url, "risk": self.settings.risk_url,
@@ -198,8 +193,9 @@ class ServicePoller:
         healths, notify_checks, risk_status, positions = await asyncio.gather(
             asyncio.gather(*(self._health(url) for url in urls.values())),
             self._own_health(),
-            self._get_json(self.settings.risk_url, "/status"),
-            self._get_json(self.settings.execute_url, "/positions", {"status": "open"}),
+            self._get_json(self.settings.risk_url, "/status", "RISK"),
+            self._get_json(self.settings.execute_url, "/positions", "EXECUTE",
+                           {"status": "open"}),
         )
         at = self.clock()
         for service, (status, checks) in zip(urls, healths, strict=True):
@@ -221,7 +217,8 @@ class ServicePoller:
 
     async def _health(self, base_url: str) -> tuple[str, dict[str, Any]]:
         try:
-            response = await self._client.get(f"{base_url}/health")
+            response = await self.reader.client.get(f"{base_url}/health",
+                                                    timeout=POLL_TIMEOUT_S)
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             return "unreachable", {"error": type(exc).__name__}
@@ -229,23 +226,21 @@ class ServicePoller:
             return "unreachable", {"error": f"HTTP {response.status_code}"}
         return str(body.get("status", "unknown")), body.get("checks") or {}
 
-    async def _get_json(self, base_url: str, path: str,
-                        params: dict[str, str] | None = None) -> Any:
+    async def _get_json(self, base_url: str, path: str, service: str,
+                        params: dict[str, Any] | None = None) -> Any:
         try:
-            response = await self._client.get(f"{base_url}{path}", params=params)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            log.debug("dashboard poll failed", url=f"{base_url}{path}",
-                      error=type(exc).__name__)
-            return None
+            return await self.reader.get(base_url, path, service, params, POLL_TIMEOUT_S)
+        except ServiceUnreachableError:
+            return None  # shown by the service's health; the next poll tries again
 
 
 class Dashboard:
     """The state and what keeps it live, started and stopped with NOTIFY."""
 
-    def __init__(self, settings: NotifySettings, clock: Clock = _now) -> None:
+    def __init__(self, settings: NotifySettings, reader: ServiceReader,
+                 clock: Clock = _now) -> None:
         self.settings = settings
+        self.reader = reader
         self.state = DashboardState(clock())
         self.hub = StreamHub(self.state, clock)
         self.clock = clock
@@ -254,7 +249,8 @@ class Dashboard:
 
     def start(self, own_health: Callable[[], Awaitable[dict[str, str]]]) -> None:
         """The hub and the poller; the tap waits for the broker (`start_tap`)."""
-        poller = ServicePoller(self.settings, self.state, self.hub, own_health, self.clock)
+        poller = ServicePoller(self.settings, self.reader, self.state, self.hub, own_health,
+                               self.clock)
         self._tasks = [asyncio.create_task(self.hub.run(), name="dashboard-hub"),
                        asyncio.create_task(poller.run(), name="dashboard-poller")]
 
