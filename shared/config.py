@@ -33,6 +33,10 @@ class SecretMissingError(RuntimeError):
     """A service was asked to trade for real without a secret it cannot do without."""
 
 
+# The settings holding Binance's API key and secret (signed requests, live and testnet).
+EXCHANGE_SECRETS = ("binance_api_key", "binance_secret")
+
+
 class Settings(BaseSettings):
     """What every service reads. Each service extends it with its own fields."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.config import Settings
+from shared.config import EXCHANGE_SECRETS, Settings
 
 
 class ExecuteSettings(Settings):
@@ -31,7 +31,7 @@ class ExecuteSettings(Settings):
     outbox_interval_s: float = Field(5.0, gt=0)
 
     def required_live_secrets(self) -> tuple[str, ...]:
-        return ("phoenix95_api_keys", "binance_api_key", "binance_secret")
+        return ("phoenix95_api_keys", *EXCHANGE_SECRETS)
 
     def required_testnet_secrets(self) -> tuple[str, ...]:
         return ("binance_api_key", "binance_secret")

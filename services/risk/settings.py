@@ -5,12 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from services.risk.checks import Limits
-from shared.config import Settings
-
-# Live mode reads brackets with a signed request: without the exchange keys RISK would silently
-# fall back to the bundled table, so it refuses to start instead. Testnet too: its keys are
-# separate (and free), and a testnet run exists to exercise the exchange path.
-EXCHANGE_SECRETS = ("binance_api_key", "binance_secret")
+from shared.config import EXCHANGE_SECRETS, Settings
 
 
 class RiskSettings(Settings):
@@ -35,6 +30,9 @@ class RiskSettings(Settings):
     # Live/testnet: how often precision and maintenance brackets are re-read from Binance.
     market_refresh_s: float = Field(3600.0, gt=0)
 
+    # Live mode reads brackets with a signed request: without the exchange keys RISK would silently
+    # fall back to the bundled table, so it refuses to start instead. Testnet too: its keys are
+    # separate (and free), and a testnet run exists to exercise the exchange path.
     def required_live_secrets(self) -> tuple[str, ...]:
         return ("phoenix95_api_keys", *EXCHANGE_SECRETS)
 
