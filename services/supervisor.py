@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import aio_pika
-from aio_pika.exceptions import ProbableAuthenticationError
+from aio_pika.exceptions import InvalidFrameError, ProbableAuthenticationError
 from yarl import URL
 
 from shared.config import Settings
@@ -39,8 +39,10 @@ async def ensure_vhost(settings: Settings) -> None:
         connection = await aio_pika.connect(amqp_url(settings), timeout=10)
         await connection.close()
         return
-    except ProbableAuthenticationError:
-        pass  # RabbitMQ answers an unknown vhost like refused credentials
+    except (ProbableAuthenticationError, InvalidFrameError):
+        # RabbitMQ answers an unknown vhost like refused credentials, or (3.10 with recent
+        # aiormq) with a Connection.Close where Connection.OpenOk was expected.
+        pass
     ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     user = URL(settings.amqp_url.get_secret_value()).user or "guest"
     log.info("creating the RabbitMQ vhost", vhost=settings.amqp_vhost)

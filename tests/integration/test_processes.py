@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import AMQP_URL
 from tests.integration.conftest import WEBHOOK_SECRET, alert
 from tests.integration.process_fixtures import wait_healthy
 
@@ -73,3 +75,18 @@ def _started_pids(log) -> list[int]:
         record["pid"] for record in map(json.loads, (line for line in log if line.startswith("{")))
         if record.get("message") == "service started" and record.get("child") == "brain"
     ]
+
+
+def test_make_run_creates_a_missing_vhost():
+    from services.supervisor import ensure_vhost
+    from shared.config import Settings
+
+    vhost = f"/p95-missing-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        asyncio.run(ensure_vhost(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost)))
+        listed = subprocess.run(["rabbitmqctl", "list_vhosts", "-q"], capture_output=True,
+                                text=True, check=True, timeout=60).stdout.split()
+        assert vhost in listed
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True,
+                       timeout=60, check=False)
