@@ -3,9 +3,7 @@ starts), each on a free port."""
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,9 +11,9 @@ import pytest
 
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.integration.conftest import WEBHOOK_SECRET
-from tests.integration.serving import free_port
+from tests.stack import SERVICE_NAMES, port_of, stack_env
 
-SERVICE_NAMES = ("brain", "risk", "execute", "notify")
+__all__ = ["SERVICE_NAMES", "port_of", "service_env", "wait_healthy"]
 
 
 def wait_healthy(port: int, timeout_s: float = 30) -> httpx.Response:
@@ -31,19 +29,9 @@ def wait_healthy(port: int, timeout_s: float = 30) -> httpx.Response:
     raise AssertionError(f"nothing healthy on :{port} within {timeout_s} s")
 
 
-def port_of(env: dict[str, str], service: str) -> int:
-    return int(env[f"{service.upper()}_PORT"])
-
-
 @pytest.fixture
-def service_env(vhost: str, redis_prefix: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AMQP_", "REDIS_", "DATABASE"))}
-    env |= {
-        "MARKET_DATA": "none",
-        "AMQP_URL": AMQP_URL, "AMQP_VHOST": vhost, "REDIS_URL": REDIS_URL,
-        "REDIS_PREFIX": redis_prefix,
-        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'p95.db'}",
-        "WEBHOOK_SECRET": WEBHOOK_SECRET, "LOG_FORMAT": "json",
-    }
-    env |= {f"{name.upper()}_PORT": str(free_port()) for name in SERVICE_NAMES}
-    yield env
+def service_env(vhost: str, redis_prefix: str, tmp_path: Path) -> dict[str, str]:
+    return stack_env(amqp_url=AMQP_URL, vhost=vhost, redis_url=REDIS_URL,
+                     redis_prefix=redis_prefix,
+                     database_url=f"sqlite+aiosqlite:///{tmp_path / 'p95.db'}",
+                     WEBHOOK_SECRET=WEBHOOK_SECRET)

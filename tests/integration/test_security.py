@@ -22,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ import fastapi.routing
 import httpx
 import pytest
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from services.brain.app import create_app as brain_app
 from services.brain.settings import BrainSettings
@@ -42,11 +41,9 @@ from services.notify.app import create_app as notify_app
 from services.notify.settings import NotifySettings
 from services.risk.app import create_app as risk_app
 from services.risk.settings import RiskSettings
-from tests.conftest import REDIS_URL
 from tests.fakes.telegram import FakeTelegram
-from tests.integration.process_fixtures import SERVICE_NAMES, port_of, wait_healthy
-
-ROOT = Path(__file__).parents[2]
+from tests.integration.process_fixtures import wait_healthy
+from tests.stack import ROOT, SERVICE_NAMES, Stack, port_of, running_stack, stopped, until
 
 # Distinctive secrets, so that any of them found anywhere is a leak. The webhook secret has
 # a quote, a backslash and a non-ASCII letter: its JSON-escaped forms differ from it.
@@ -212,47 +209,8 @@ def test_the_admin_surface_is_what_the_services_document():
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    env: dict[str, str]
-    telegram: FakeTelegram
-    client: httpx.AsyncClient
-    log_path: Path
-    supervisor: asyncio.subprocess.Process
-    responses: list[httpx.Response] = field(default_factory=list)
-
-    def url(self, service: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{port_of(self.env, service)}{path}"
-
-    async def call(self, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = await self.client.request(method, self.url(service, path), **kwargs)
-        self.responses.append(response)
-        return response
-
-    async def status(self, service: str, method: str, path: str, **kwargs: Any) -> int:
-        """The status alone, the body unread: an event stream let through would never end."""
-        async with self.client.stream(method, self.url(service, path), **kwargs) as response:
-            return response.status_code
-
-    async def tick(self, symbol: str, price: float) -> None:
-        """A tick as the market feed writes it (see execute_fixtures.Execute.tick)."""
-        redis = Redis.from_url(REDIS_URL)
-        await redis.xadd(self.env["REDIS_PREFIX"] + "market:stream", {
-            "symbol": symbol, "price": str(price),
-            "ts": str(int(datetime.now(UTC).timestamp() * 1000))})
-        await redis.aclose()
-
-    async def stop(self) -> str:
-        """Stops the supervisor (Ctrl-C), and answers its combined output with the four
-        services' (they inherit its stdout and stderr)."""
-        await stopped(self.supervisor, signal.SIGINT)
-        return self.log_path.read_text(encoding="utf-8", errors="backslashreplace")
-
-
-def secret_env(env: dict[str, str], telegram: FakeTelegram) -> dict[str, str]:
-    urls = {f"{name.upper()}_URL": f"http://127.0.0.1:{port_of(env, name)}"
-            for name in ("brain", "risk", "execute")}
-    return urls | {
+def secret_env(telegram: FakeTelegram) -> dict[str, str]:
+    return {
         "WEBHOOK_SECRET": WEBHOOK_SECRET, "PHOENIX95_API_KEYS": f"{ADMIN_KEY},{ALERT_KEY}",
         "BINANCE_API_KEY": BINANCE_API_KEY, "BINANCE_SECRET": BINANCE_SECRET,
         "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_CHAT_IDS": str(CHAT),
@@ -261,47 +219,15 @@ def secret_env(env: dict[str, str], telegram: FakeTelegram) -> dict[str, str]:
     }
 
 
-async def stopped(process: asyncio.subprocess.Process, signum: int) -> None:
-    """Signals `process` to stop and waits for it (without blocking the loop: the Telegram
-    imitation answers NOTIFY's last calls), killing it after 30 s."""
-    if process.returncode is None:
-        process.send_signal(signum)
-    try:
-        await asyncio.wait_for(process.wait(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-
-
 @asynccontextmanager
-async def running_stack(service_env: dict[str, str], tmp_path: Path,
+async def secured_stack(service_env: dict[str, str], tmp_path: Path,
                         **overrides: str) -> AsyncIterator[Stack]:
-    """The supervisor and the four services with the known secrets, and a Telegram
-    imitation with the bot token, in this event loop (so it answers while the test waits)."""
+    """The four services with the known secrets, and a Telegram imitation with the bot token,
+    in this event loop (so that it answers while the test waits)."""
     async with FakeTelegram(TELEGRAM_TOKEN) as telegram:
-        env = service_env | secret_env(service_env, telegram) | overrides
-        log_path = tmp_path / "run.log"
-        with log_path.open("wb") as log:
-            supervisor = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services", cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT)
-        async with httpx.AsyncClient(timeout=10) as client:
-            stack = Stack(env, telegram, client, log_path, supervisor)
-            try:
-                await asyncio.gather(*(asyncio.to_thread(wait_healthy, port_of(env, name), 60)
-                                       for name in SERVICE_NAMES))
-                yield stack
-            finally:
-                await stack.stop()
-
-
-async def until(probe: Any, timeout_s: float = 15, what: str = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not (value := await probe()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
-    return value
+        env = service_env | secret_env(telegram) | overrides
+        async with running_stack(env, tmp_path / "run.log", telegram) as stack:
+            yield stack
 
 
 def concrete(path: str) -> str:
@@ -329,7 +255,7 @@ async def state_of(stack: Stack) -> dict[str, Any]:
 
 async def test_running_services_refuse_every_admin_operation_without_the_key(
         service_env, amqp, tmp_path):
-    async with running_stack(service_env, tmp_path) as stack:
+    async with secured_stack(service_env, tmp_path) as stack:
         await stack.tick("BTCUSDT", 43123.5)  # so that a /trade let through would trade
         before = await state_of(stack)
         assert before["risk"]["trading_state"] == "ACTIVE"
@@ -414,7 +340,7 @@ async def first_event(stack: Stack) -> str:
 async def test_no_secret_appears_in_any_response_log_or_telegram_request_after_a_full_run(
         service_env, amqp, tmp_path, postgres_url):
     database_url = _with_password(postgres_url, DB_PASSWORD)
-    async with running_stack(service_env, tmp_path, DATABASE_URL=database_url) as stack:
+    async with secured_stack(service_env, tmp_path, DATABASE_URL=database_url) as stack:
         # A paper position, from a webhook through BRAIN, RISK and EXECUTE.
         await stack.tick("BTCUSDT", 43123.5)
         opened = await stack.call("brain", "POST", "/webhook", json={
