@@ -72,7 +72,8 @@ class Consumer:
         prefetch: int,
         max_deliveries: int = topology.DELIVERY_LIMIT,
         backoff_base_s: float = 0.5,
-        backoff_cap_s: float = 30.0,
+        # Low, so that work resumes within seconds of a dependency coming back (issue 6).
+        backoff_cap_s: float = 5.0,
         transient_give_up_s: float = 25 * 60.0,
     ) -> None:
         self.broker = broker

@@ -125,8 +125,8 @@ async def _start_stage(
     stage: int,
     done: list[asyncio.Future[float]],
 ) -> None:
-    """Declare and consume hop `stage + 1`; forward to the next hop (confirmed) then ack, or at the last hop
-    ack and record the end time."""
+    """Declare and consume hop `stage + 1`; forward to the next hop (confirmed) then ack, or at
+    the last hop ack and record the end time."""
     consume = await connection.channel()
     await consume.set_qos(prefetch_count=PREFETCH)
     queue = await consume.declare_queue(names[stage], durable=True, arguments=QUEUE_ARGUMENTS)
@@ -147,17 +147,20 @@ async def _start_stage(
 
 
 async def _cleanup(connections: list[AbstractRobustConnection], names: list[str]) -> None:
-    """Delete the queues on a fresh channel (a failed run may have broken the others), then
-    close every connection; best effort, so the original error, if any, is the one raised."""
-    if connections and not connections[0].is_closed:
+    """Close the consumers' connections first (a queue deleted under a consumer cancels it,
+    noisily), then delete the queues on a fresh channel of the producer's connection; best
+    effort, so the original error, if any, is the one raised."""
+    for connection in connections[1:]:
+        with contextlib.suppress(Exception):
+            await connection.close()
+    if connections:
         with contextlib.suppress(Exception):
             channel = await connections[0].channel()
             for name in names:
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
-    for connection in connections:
         with contextlib.suppress(Exception):
-            await connection.close()
+            await connections[0].close()
 
 
 def _percentile(values: list[float], q: float) -> float:
