@@ -14,12 +14,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.db import UtcDateTime
-
-SYMBOL_PRICES = {
-    "BTCUSDT": 43123.5, "ETHUSDT": 2310.25, "BNBUSDT": 312.4, "ADAUSDT": 0.3812,
-    "DOGEUSDT": 0.08123, "XRPUSDT": 0.6123, "SOLUSDT": 61.37, "AVAXUSDT": 21.46,
-    "DOTUSDT": 5.123, "LINKUSDT": 14.52,
-}
+from tests.stack import SYMBOL_PRICES
 
 
 def burst_alert(secret: str, run: str, i: int, sent_at: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ which is why it depends on no pytest fixture."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,19 @@ from typing import Any
 
 import httpx
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from tests.fakes.telegram import FakeTelegram
 from tests.integration.serving import free_port
 
 ROOT = Path(__file__).parents[1]
 SERVICE_NAMES = ("brain", "risk", "execute", "notify")
+# A price for each default symbol, which the tick feed below keeps fresh.
+SYMBOL_PRICES = {
+    "BTCUSDT": 43123.5, "ETHUSDT": 2310.25, "BNBUSDT": 312.4, "ADAUSDT": 0.3812,
+    "DOGEUSDT": 0.08123, "XRPUSDT": 0.6123, "SOLUSDT": 61.37, "AVAXUSDT": 21.46,
+    "DOTUSDT": 5.123, "LINKUSDT": 14.52,
+}
 
 
 def stack_env(*, amqp_url: str, vhost: str, redis_url: str, redis_prefix: str,
@@ -158,3 +166,16 @@ async def running_stack(env: dict[str, str], log_path: Path, telegram: FakeTeleg
             yield stack
         finally:
             await stack.stop()
+
+
+async def feed_ticks(stack: Stack, stop: asyncio.Event) -> None:
+    """The market feed: every symbol four times a second, through Redis restarts too."""
+    redis = Redis.from_url(stack.env["REDIS_URL"])
+    try:
+        while not stop.is_set():
+            for symbol, price in SYMBOL_PRICES.items():
+                with contextlib.suppress(RedisError):  # Redis is being restarted
+                    await stack.tick(symbol, price, redis)
+            await asyncio.sleep(0.25)
+    finally:
+        await redis.aclose()

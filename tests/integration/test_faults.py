@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.conftest import AMQP_URL, REDIS_URL, rabbitmqctl
-from tests.outcomes import SYMBOL_PRICES, Outcome, burst_alert, outcomes
-from tests.stack import ROOT, SERVICE_NAMES, Stack, running_stack, stack_env, until
+from tests.outcomes import Outcome, burst_alert, outcomes
+from tests.stack import ROOT, SERVICE_NAMES, Stack, feed_ticks, running_stack, stack_env, until
 
 SECRET = "fault-webhook-secret-3k9"
 KEY = "fault-api-key-8q2"
@@ -124,19 +124,6 @@ FAULTS: dict[str, Callable[[Stack], Awaitable[None]]] = {
     "restart-redis": restart_redis,
     "restart-postgres": restart_postgres,
 }
-
-
-async def feed_ticks(stack: Stack, stop: asyncio.Event) -> None:
-    """The market feed: every symbol four times a second, through Redis restarts too."""
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        while not stop.is_set():
-            for symbol, price in SYMBOL_PRICES.items():
-                with contextlib.suppress(RedisError):  # Redis is being restarted
-                    await stack.tick(symbol, price, redis)
-            await asyncio.sleep(0.25)
-    finally:
-        await redis.aclose()
 
 
 async def send_burst(client: httpx.AsyncClient, url: str, alert: Callable[[int], dict[str, Any]],
