@@ -32,7 +32,7 @@ async def message(telegram: FakeTelegram, heading: str, after: int = 0) -> SentM
         return next((m for m in telegram.sent[after:]
                      if m.chat_id == CHAT and heading in m.plain.splitlines()[0]), None)
 
-    return await until(found, 20, what=f"a Telegram message headed {heading!r}")
+    return await until(found, 30, what=f"a Telegram message headed {heading!r}")
 
 
 async def get(stack: Stack, service: str, path: str, **params: Any) -> Any:
@@ -62,7 +62,7 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             async def opened() -> list[dict[str, Any]]:
                 return await get(stack, "execute", "/positions")
 
-            [position] = await until(opened, what="the position")
+            [position] = await until(opened, 30, what="the position")
             assert (position["symbol"], position["side"]) == ("BTCUSDT", "long")
             assert position["signal_id"] == accepted.json()["signal_id"]
             assert position["stop_loss"] < BTC < position["take_profit"]
@@ -75,7 +75,7 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             async def closed() -> list[dict[str, Any]]:
                 return await get(stack, "execute", "/positions", status="closed")
 
-            [done] = await until(closed, what="the close")
+            [done] = await until(closed, 30, what="the close")
             assert done["close_reason"] == "take_profit" and done["realized_pnl"] > 0
             closed_note = await message(telegram, "Position closed")
             assert f"{done['realized_pnl']:+,.2f} USDT" in closed_note.plain
