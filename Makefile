@@ -25,6 +25,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-## bench: the position monitor's throughput and latency (500 paper positions; needs RabbitMQ, Redis)
+## bench: the whole system (latency vs the bare broker, burst, BRAIN's max, RSS), then the position monitor; fails if either misses a target (needs RabbitMQ, Redis, PostgreSQL)
 bench: install
-	$(BIN)/python -m tests.bench.monitor_bench --json var/bench-monitor.json
+	$(BIN)/python -m tests.bench.system_bench --json var/bench-system.json; system=$$?; \
+	$(BIN)/python -m tests.bench.monitor_bench --json var/bench-monitor.json && exit $$system

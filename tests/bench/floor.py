@@ -163,7 +163,7 @@ async def _cleanup(connections: list[AbstractRobustConnection], names: list[str]
             await connections[0].close()
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     """Nearest rank: the value below which q % of the samples lie."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
@@ -182,8 +182,8 @@ def main() -> None:
     )
     print(
         f"floor {args.rate:g}/s x{len(latencies)}: "
-        f"p50 {_percentile(latencies, 50) * 1000:.2f} ms, "
-        f"p99 {_percentile(latencies, 99) * 1000:.2f} ms, "
+        f"p50 {percentile(latencies, 50) * 1000:.2f} ms, "
+        f"p99 {percentile(latencies, 99) * 1000:.2f} ms, "
         f"max {max(latencies) * 1000:.2f} ms"
     )
 
