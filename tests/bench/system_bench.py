@@ -107,7 +107,7 @@ class Round:
     signals: dict[str, Result]  # signal_id → its 202
     found: dict[str, Outcome]
     settle_s: float
-    flattened: dict[str, Any]  # the book before: flatten()
+    flattened: dict[str, Any]  # what flatten() answered before the alerts were sent
 
     @property
     def lost(self) -> list[str]:
@@ -208,7 +208,8 @@ async def flatten(stack: Stack) -> dict[str, Any]:
     while True:
         answer = await stack.call("risk", "GET", "/status", headers=headers)
         answer.raise_for_status()
-        left = answer.json()["open_positions"] + answer.json()["reserved_positions"]
+        book = answer.json()
+        left = book["open_positions"] + book["reserved_positions"]
         waited = time.monotonic() - started
         if not left or waited > FLATTEN_TIMEOUT_S:
             return {"seconds": round(waited, 1), "left": left}
