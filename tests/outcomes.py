@@ -128,3 +128,25 @@ async def outcomes(database_url: str, signal_ids: list[str]) -> dict[str, Outcom
     for signal_id, count in Counter(row[0] for row in rows["positions"]).items():
         found[signal_id].positions = count
     return found
+
+
+async def book_mismatches(database_url: str) -> dict[str, tuple[list[tuple[str, float]],
+                                                               tuple[str, float] | None]]:
+    """Symbol -> (EXECUTE's open positions, the paper exchange's position) wherever they
+    disagree: at most one position per symbol (one-way mode), of the exchange's side and size."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            ours = (await connection.execute(text(
+                "SELECT symbol, side, quantity FROM positions WHERE status = 'open'"))).all()
+            theirs = (await connection.execute(text(
+                "SELECT symbol, side, quantity FROM paper_positions WHERE quantity > 0"))).all()
+    finally:
+        await engine.dispose()
+    books: dict[str, list[tuple[str, float]]] = {}
+    for symbol, side, quantity in ours:
+        books.setdefault(symbol, []).append((side, round(quantity, 8)))
+    exchange = {symbol: (side, round(quantity, 8)) for symbol, side, quantity in theirs}
+    return {symbol: (books.get(symbol, []), exchange.get(symbol))
+            for symbol in books.keys() | exchange.keys()
+            if books.get(symbol, []) != ([exchange[symbol]] if symbol in exchange else [])}

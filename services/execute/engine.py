@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,6 +114,9 @@ class ExecutionEngine:
         # One change of orders and positions at a time: the monitor, consumers and the API
         # all come through here, and a position must never be closed twice.
         self.lock = asyncio.Lock()
+        # One approval per symbol at a time, whole: a reversal's close and open must not
+        # interleave with the next approval's (it would close nothing, then open beside it).
+        self._approval_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.on_positions_changed: Callable[[], Any] | None = None
         self.on_account_changed: Callable[[], Any] | None = None
 
@@ -309,14 +313,15 @@ class ExecutionEngine:
     async def on_approved(self, approved: TradeApproved) -> None:
         """An approval from RISK: close, reverse then open, or open."""
         signal, verdict = approved.signal, approved.verdict
-        if verdict.close:
-            await self.close_symbol(signal.symbol, "signal")
-            return
-        assert verdict.order is not None
-        if verdict.reverse:
-            opposite = "short" if verdict.order.side == "long" else "long"
-            await self.close_symbol(signal.symbol, "signal", side=opposite)
-        await self.open_position(signal.signal_id, verdict.order)
+        async with self._approval_locks[signal.symbol]:
+            if verdict.close:
+                await self.close_symbol(signal.symbol, "signal")
+                return
+            assert verdict.order is not None
+            if verdict.reverse:
+                opposite = "short" if verdict.order.side == "long" else "long"
+                await self.close_symbol(signal.symbol, "signal", side=opposite)
+            await self.open_position(signal.signal_id, verdict.order)
 
     async def close_symbol(self, symbol: str, reason: str, side: str | None = None
                            ) -> list[Closed]:

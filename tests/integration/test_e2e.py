@@ -6,12 +6,13 @@ commands). The fault cases are in test_faults.py."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.fakes.telegram import FakeTelegram, SentMessage
-from tests.outcomes import outcomes
+from tests.outcomes import book_mismatches, outcomes
 from tests.stack import Stack, running_stack, stack_env, until
 
 SECRET = "e2e-webhook-secret-5m1"
@@ -110,3 +111,41 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
         assert [found[s].final for s in signals] == [
             "POSITION", "RISK_REJECTED:SYMBOL_NOT_ALLOWED", "RISK_REJECTED:TRADING_HALTED"]
         assert [p for o in found.values() if (p := o.problems())] == []
+
+
+async def test_quick_reversals_leave_one_position_per_symbol_as_on_the_exchange(
+        vhost, redis_prefix, postgres_url, amqp, tmp_path):
+    """Opposite alerts for one symbol a few milliseconds apart: each approval reverses what the
+    one before opened (or was opening), so EXECUTE's book stays the exchange's."""
+    env = stack_env(amqp_url=AMQP_URL, vhost=vhost, redis_url=REDIS_URL,
+                    redis_prefix=redis_prefix, database_url=postgres_url,
+                    WEBHOOK_SECRET=SECRET, PHOENIX95_API_KEYS=KEY["X-API-Key"],
+                    RATE_LIMIT_PER_MINUTE="100000", MAX_ORDERS_PER_MINUTE="1000")
+    async with running_stack(env, tmp_path / "run.log") as stack:
+        await stack.tick("BTCUSDT", BTC)
+
+        # Spacings around the time a reversal takes, so that some arrive while the one
+        # before is between its close and its open.
+        starts = [sum(0.04 + 0.02 * (k % 6) for k in range(i)) for i in range(30)]
+
+        async def send(i: int) -> str:
+            await asyncio.sleep(starts[i])
+            response = await stack.call("brain", "POST", "/webhook", json=webhook(
+                f"flip-{i}", action="buy" if i % 2 == 0 else "sell"))
+            assert response.status_code == 202, response.text
+            return response.json()["signal_id"]
+
+        accepted = await asyncio.gather(*(send(i) for i in range(len(starts))))
+
+        async def settled() -> dict[str, Any] | None:
+            found = await outcomes(postgres_url, accepted)
+            return found if all(o.final for o in found.values()) else None
+
+        found = await until(settled, 30, what="every alert's outcome")
+        await asyncio.sleep(1)  # the last protective orders
+        assert [p for o in found.values() if (p := o.problems())] == []
+        finals = [found[s].final for s in accepted]
+        assert finals.count("POSITION") > 2, finals  # reversals happened
+        assert await book_mismatches(postgres_url) == {}
+        open_now = await get(stack, "execute", "/positions")
+        assert len(open_now) == 1, open_now

@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.conftest import AMQP_URL, REDIS_URL, rabbitmqctl
-from tests.outcomes import Outcome, burst_alert, outcomes
+from tests.outcomes import Outcome, book_mismatches, burst_alert, outcomes
 from tests.stack import ROOT, SERVICE_NAMES, Stack, feed_ticks, running_stack, stack_env, until
 
 SECRET = "fault-webhook-secret-3k9"
@@ -211,6 +211,7 @@ async def test_every_accepted_alert_has_exactly_one_outcome_through_a_fault(
         await ticks
         await asyncio.sleep(1)  # anything still being redelivered lands before the last read
         found = await outcomes(postgres_url, list(accepted))
+        mismatches = await book_mismatches(postgres_url)
 
     problems = {o.signal_id: p for o in found.values() if (p := o.problems())}
     # The backlog: what was accepted before every service answered healthy again.
@@ -238,5 +239,7 @@ async def test_every_accepted_alert_has_exactly_one_outcome_through_a_fault(
     record(case, numbers)
     print(case, json.dumps(numbers))
     assert problems == {}, numbers
+    # EXECUTE's book is the exchange's: one position per symbol, same side, same size.
+    assert mismatches == {}
     assert "POSITION" in numbers["outcomes"], numbers  # the burst reached EXECUTE
     assert recovery_s < RECOVERY_LIMIT_S, numbers
