@@ -40,14 +40,17 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
             redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
         )
         relay = asyncio.create_task(pipeline.run_relay(), name="outbox-relay")
+        marks = asyncio.create_task(pipeline.run_marks(), name="published-marks")
         log.info("BRAIN ready", webhook=f"http://localhost:{settings.brain_port}/webhook",
                  docs=f"http://localhost:{settings.brain_port}/docs")
         try:
             yield
         finally:
-            relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
+            for task in (relay, marks):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await pipeline.mark_published()
             await broker.close()
             await redis.aclose()
             await engine.dispose()

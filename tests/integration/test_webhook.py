@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY, WEBHOOK_SECRET, alert
 from tests.integration.helpers import body, drain
+from tests.stack import until
 
 NOTHING = 0.7  # seconds of quiet that prove nothing was published
 
@@ -58,9 +59,13 @@ async def test_accepted_signal_is_stored_and_streamed(brain, amqp):
     response = await brain.client.post("/webhook", json=alert(alert_id="stored-1", rsi=None))
     signal_id = response.json()["signal_id"]
 
-    listed = await brain.client.get("/signals", headers={"X-API-Key": API_KEY})
-    [row] = listed.json()
-    assert row["signal_id"] == signal_id and row["published"] is True
+    async def marked() -> list[dict] | None:
+        # Marked published just after the answer, in a batch (not on the webhook's path).
+        listed = (await brain.client.get("/signals", headers={"X-API-Key": API_KEY})).json()
+        return listed if listed[0]["published"] else None
+
+    [row] = await until(marked, 2, what="the signal marked published")
+    assert row["signal_id"] == signal_id
     assert row["analysis"]["decision"] == response.json()["decision"]
 
     redis = Redis.from_url(REDIS_URL, decode_responses=True)
@@ -316,3 +321,19 @@ async def test_a_price_too_near_zero_to_size_is_422(brain, amqp):
     assert response.status_code == 422
     assert [e["loc"][-1] for e in response.json()["detail"]] == ["price"]
     assert await drain(amqp, "notify_events", settle_s=NOTHING) == []
+
+
+async def test_a_burst_of_accepted_signals_is_all_marked_published(brain, amqp):
+    answers = await asyncio.gather(*(brain.client.post("/webhook", json=alert(
+        alert_id=f"marked-{i}")) for i in range(30)))
+    assert [a.status_code for a in answers] == [202] * 30
+
+    async def all_marked() -> bool:
+        listed = (await brain.client.get("/signals", headers={"X-API-Key": API_KEY})).json()
+        return len(listed) == 30 and all(row["published"] for row in listed)
+
+    await until(all_marked, 5, what="every signal marked published")
+    # Nothing left for the outbox relay to send again.
+    pipeline = brain.app.state.pipeline
+    pipeline.settings.outbox_grace_s = 0
+    assert await pipeline.relay_unpublished() == 0
