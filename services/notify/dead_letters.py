@@ -1,7 +1,7 @@
 """Dead letters reach the operator: NOTIFY consumes its copy of each (`notify_dead_letters`,
 bound to the dead-letter exchange) and sends who, what and why to Telegram.
 
-Not a `shared.messaging.Consumer`: a dead letter may be exactly the message no envelope
+A `QueueConsumer`, not a `Consumer`: a dead letter may be exactly the message no envelope
 parser accepts, so only its AMQP properties and headers are read, never its body's schema."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from services.notify.messages import dead_letter
 from shared.messaging import Broker, topology
@@ -19,7 +19,9 @@ from shared.messaging.consumer import (
     ATTEMPTS_HEADER,
     REASON_HEADER,
     TRANSIENT_ERRORS,
+    QueueConsumer,
     backoff_delay,
+    declare_queue,
 )
 from shared.observability.logging import get_logger
 
@@ -43,28 +45,18 @@ def dead_letter_notice(queue: str, headers: Mapping[str, Any], *, message_type: 
     return f"dead-letter:{queue}:{identity}:{count or 0}", text
 
 
-class DeadLetterWatcher:
+class DeadLetterWatcher(QueueConsumer):
     def __init__(self, broker: Broker, deliver: Deliver, *, backoff_base_s: float = 0.5,
                  backoff_cap_s: float = 5.0) -> None:
-        self.broker = broker
+        super().__init__(broker, prefetch=1)
         self.deliver = deliver
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self._channel: AbstractRobustChannel | None = None
 
-    async def start(self) -> None:
-        queue = topology.NOTIFY_DEAD_LETTERS
-        self._channel = await self.broker.channel(prefetch=1)
-        declared = await self._channel.declare_queue(queue.name, durable=True,
-                                                     arguments=queue.arguments)
-        await declared.consume(self._on_message)
+    async def declare(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        return await declare_queue(channel, topology.NOTIFY_DEAD_LETTERS.name)
 
-    async def stop(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
         notice_id, text = dead_letter_notice(
             message.routing_key or "?", message.headers or {}, message_type=message.type,
             message_id=message.message_id, body=message.body)

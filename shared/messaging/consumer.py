@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -62,7 +62,39 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return min(base * 2 ** (attempt - 1), cap)
 
 
-class Consumer:
+class QueueConsumer:
+    """One queue consumed on a channel of its own: `start` declares it (`declare`) and consumes
+    it (`on_message`); `stop` closes the channel, so what was not acked is delivered again."""
+
+    def __init__(self, broker: Broker, prefetch: int) -> None:
+        self.broker = broker
+        self.prefetch = prefetch
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = await self.broker.channel(self.prefetch)
+        queue = await self.declare(self._channel)
+        await queue.consume(self.on_message)
+
+    async def stop(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+        self._channel = None
+
+    async def declare(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        raise NotImplementedError
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        raise NotImplementedError
+
+
+async def declare_queue(channel: AbstractRobustChannel, name: str) -> AbstractQueue:
+    """A queue of the topology, as it defines it."""
+    queue = next(q for q in topology.QUEUES if q.name == name)
+    return await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+
+
+class Consumer(QueueConsumer):
     def __init__(
         self,
         broker: Broker,
@@ -76,31 +108,19 @@ class Consumer:
         backoff_cap_s: float = 5.0,
         transient_give_up_s: float = 25 * 60.0,
     ) -> None:
-        self.broker = broker
+        super().__init__(broker, prefetch)
         self.queue_name = queue_name
         self.handler = handler
-        self.prefetch = prefetch
         self.max_deliveries = max_deliveries
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         # Below RabbitMQ's 30-minute consumer timeout, which would close the channel.
         self.transient_give_up_s = transient_give_up_s
-        self._channel: AbstractRobustChannel | None = None
 
-    async def start(self) -> None:
-        self._channel = await self.broker.channel(self.prefetch)
-        queue = next(q for q in topology.QUEUES if q.name == self.queue_name)
-        declared = await self._channel.declare_queue(
-            queue.name, durable=True, arguments=queue.arguments
-        )
-        await declared.consume(self._on_message)
+    async def declare(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        return await declare_queue(channel, self.queue_name)
 
-    async def stop(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
         # Quorum queues count earlier deliveries in x-delivery-count (absent on the first).
         attempt = int((message.headers or {}).get("x-delivery-count", 0) or 0) + 1
         with bind_correlation_id(

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from services.notify.dashboard.state import Cursor, DashboardState
 from services.notify.readers import ServiceReader, ServiceUnreachableError
 from services.notify.settings import NotifySettings
 from shared.contracts import InvalidMessageError, parse_envelope
 from shared.messaging import Broker, topology
+from shared.messaging.consumer import QueueConsumer
 from shared.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -122,32 +123,25 @@ class StreamHub:
         queue.put_nowait(None)
 
 
-class EventTap:
+class EventTap(QueueConsumer):
     """An exclusive, auto-delete queue bound to every exchange the dashboard shows, on a
     channel of its own. aio-pika names it on the client side, so its robust channel can
     declare it again, with its bindings and consumer, after a reconnection."""
 
     def __init__(self, broker: Broker, state: DashboardState, hub: StreamHub) -> None:
-        self.broker = broker
+        super().__init__(broker, TAP_PREFETCH)
         self.state = state
         self.hub = hub
-        self._channel: AbstractRobustChannel | None = None
 
-    async def start(self) -> None:
-        self._channel = await self.broker.channel(TAP_PREFETCH)
-        queue = await self._channel.declare_queue(
+    async def declare(self, channel: AbstractRobustChannel) -> AbstractQueue:
+        queue = await channel.declare_queue(
             exclusive=True, auto_delete=True, durable=False,
             arguments={"x-queue-type": "classic"})  # whatever the vhost's default type
         for exchange, routing_key in TAP_BINDINGS:
             await queue.bind(exchange, routing_key)
-        await queue.consume(self._on_message)
+        return queue
 
-    async def stop(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
-        self._channel = None
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             envelope = parse_envelope(message.body)
             payload = envelope.open()
