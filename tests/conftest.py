@@ -37,17 +37,51 @@ def rabbitmqctl(*args: str) -> str:
     ).stdout
 
 
-@pytest.fixture(scope="session")
-def vhost() -> Iterator[str]:
-    name = f"/p95test-{uuid.uuid4().hex[:8]}"
+# Throwaway infrastructure, for the fixtures below and the benchmarks.
+
+
+def add_vhost(name: str) -> None:
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
+
+
+def delete_vhost(name: str) -> None:
+    """Once the broker is up (a test may have just restarted it); quietly if it cannot."""
     try:
         rabbitmqctl("await_startup")
         rabbitmqctl("delete_vhost", name)
     except subprocess.CalledProcessError:
         pass
+
+
+async def drop_redis_prefix(prefix: str) -> None:
+    client = Redis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def postgres_admin(sql: str) -> None:
+    """A statement on PostgreSQL's `postgres` database (CREATE / DROP DATABASE)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(
+        POSTGRES_URL.replace("postgresql+asyncpg", "postgresql") + "/postgres")
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    name = f"/p95test-{uuid.uuid4().hex[:8]}"
+    add_vhost(name)
+    yield name
+    delete_vhost(name)
 
 
 @pytest.fixture
@@ -72,11 +106,7 @@ async def amqp(vhost: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnectio
 async def redis_prefix() -> AsyncIterator[str]:
     prefix = f"p95test:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    client = Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    await drop_redis_prefix(prefix)
 
 
 @pytest.fixture
@@ -91,22 +121,11 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated, dropped afterwards."""
-    import asyncpg
-
     from shared.db.migrate import upgrade
 
     name = f"p95test_{uuid.uuid4().hex[:8]}"
-    admin_dsn = POSTGRES_URL.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(admin_dsn)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(postgres_admin(f'CREATE DATABASE "{name}"'))
     url = f"{POSTGRES_URL}/{name}"
     upgrade(url)
     yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

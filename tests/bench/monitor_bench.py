@@ -89,7 +89,7 @@ from shared.messaging import Broker
 from shared.observability.logging import configure_logging
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
-from tests.conftest import AMQP_URL, REDIS_URL, rabbitmqctl
+from tests.conftest import AMQP_URL, REDIS_URL, add_vhost, delete_vhost, drop_redis_prefix
 
 TARGET_TICKS_PER_S = 20_000
 TARGET_P99_MS = 5.0
@@ -664,9 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(url)  # before the event loop starts
     vhost = f"/p95bench-{uuid.uuid4().hex[:8]}"
     prefix = f"p95bench:{uuid.uuid4().hex[:8]}:"
-    rabbitmqctl("add_vhost", vhost)
     try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        add_vhost(vhost)
         runner = asyncio.run
         if args.loop == "uvloop":
             import uvloop
@@ -674,9 +673,8 @@ def main(argv: list[str] | None = None) -> int:
             runner = uvloop.run  # type: ignore[assignment]
         report = runner(main_async(args, url, vhost, prefix))
     finally:
-        asyncio.run(_drop_prefix(prefix))
-        with contextlib.suppress(Exception):
-            rabbitmqctl("delete_vhost", vhost)
+        asyncio.run(drop_redis_prefix(prefix))
+        delete_vhost(vhost)
         shutil.rmtree(workdir, ignore_errors=True)
 
     if args.json:
@@ -693,16 +691,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results written to {args.json}")
     met = all(report[name]["met"] for name in ("direct", "redis_drain") if name in report)
     return 0 if met else 1
-
-
-async def _drop_prefix(prefix: str) -> None:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 if __name__ == "__main__":

@@ -53,13 +53,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import uvloop
 
 from tests.bench.floor import measure_floor, percentile
 from tests.bench.load import Result, run_concurrent, run_paced
-from tests.bench.monitor_bench import _drop_prefix
-from tests.conftest import AMQP_URL, POSTGRES_URL, REDIS_URL, rabbitmqctl
+from tests.conftest import (
+    AMQP_URL,
+    POSTGRES_URL,
+    REDIS_URL,
+    add_vhost,
+    delete_vhost,
+    drop_redis_prefix,
+    postgres_admin,
+)
 from tests.outcomes import Outcome, burst_alert, outcomes
 from tests.stack import ROOT, SERVICE_NAMES, Stack, feed_ticks, port_of, running_stack, stack_env
 
@@ -387,16 +393,6 @@ def print_table(checks: list[Check]) -> None:
               + f"  {verdict}")
 
 
-async def admin(sql: str) -> None:
-    """A statement on PostgreSQL's `postgres` database (CREATE / DROP DATABASE)."""
-    connection = await asyncpg.connect(
-        POSTGRES_URL.replace("postgresql+asyncpg", "postgresql") + "/postgres")
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.system_bench",
                                      description=__doc__.split("\n\n")[0])
@@ -429,19 +425,17 @@ def main(argv: list[str] | None = None) -> int:
                     # (and its 120 s cache expires), as no edge: HOLD for every alert after.
                     # Either way what followed would measure refusals, not trades.
                     PAPER_TAKER_FEE="0", PAPER_SLIPPAGE_BPS="0", KELLY_MIN_TRADES="1000000")
-    rabbitmqctl("add_vhost", vhost)
     try:
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        asyncio.run(admin(f'CREATE DATABASE "{database}"'))
+        add_vhost(vhost)
+        asyncio.run(postgres_admin(f'CREATE DATABASE "{database}"'))
         # uvloop, as uvicorn runs the services: the floor's aio-pika then runs as theirs does.
         checks, report = uvloop.run(bench(args, env, vhost, database_url))
     finally:
         with contextlib.suppress(Exception):
-            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            asyncio.run(postgres_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         with contextlib.suppress(Exception):
-            asyncio.run(_drop_prefix(prefix))
-        with contextlib.suppress(Exception):
-            rabbitmqctl("delete_vhost", vhost)
+            asyncio.run(drop_redis_prefix(prefix))
+        delete_vhost(vhost)
 
     print()
     print(f"system benchmark: {os.cpu_count()} cores, Python {platform.python_version()}, "
