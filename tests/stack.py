@@ -93,6 +93,8 @@ class Stack:
     supervisor: asyncio.subprocess.Process
     telegram: FakeTelegram | None = None  # the Bot API imitation NOTIFY talks to, if any
     responses: list[httpx.Response] = field(default_factory=list)
+    _pids: dict[str, int] = field(default_factory=dict)
+    _log_read_to: int = 0
 
     def url(self, service: str, path: str = "") -> str:
         return f"http://127.0.0.1:{port_of(self.env, service)}{path}"
@@ -125,9 +127,18 @@ class Stack:
         return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     def pid(self, service: str) -> int:
-        """The process id the supervisor last started `service` with."""
-        return [line["pid"] for line in self.log_lines()
-                if line.get("message") == "service started" and line.get("child") == service][-1]
+        """The process id the supervisor last started `service` with (the log read on from
+        where the last call stopped: it grows long in a benchmark)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_read_to)
+            chunk = log.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        self._log_read_to += len(complete)
+        for line in complete.splitlines():
+            if line.startswith(b"{") and b'"service started"' in line:
+                record = json.loads(line)
+                self._pids[record["child"]] = record["pid"]
+        return self._pids[service]
 
     async def is_healthy(self, service: str) -> bool:
         return await healthy(self.client, port_of(self.env, service))
@@ -139,10 +150,12 @@ class Stack:
 
         await until(all_healthy, timeout_s, what=f"{', '.join(services)} healthy")
 
-    def rss_bytes(self, service: str) -> int:
-        """Resident memory of the service's process, from /proc."""
+    def memory_bytes(self, service: str, field: str = "VmRSS") -> int:
+        """A memory figure of the service's process from /proc: resident now (VmRSS), or the
+        most it ever held (VmHWM)."""
         status = Path(f"/proc/{self.pid(service)}/status").read_text()
-        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        kib = next(line.split()[1] for line in status.splitlines()
+                   if line.startswith(f"{field}:"))
         return int(kib) * 1024
 
     async def stop(self) -> str:

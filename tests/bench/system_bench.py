@@ -236,15 +236,9 @@ async def play(stack: Stack, database_url: str, run: str, count: int,
     return Round(results, wall_s, signals, found, settle_s, flattened)
 
 
-def rss(stack: Stack) -> dict[str, int]:
-    return {service: stack.rss_bytes(service) for service in SERVICE_NAMES}
-
-
-def peak_rss_bytes(stack: Stack, service: str) -> int:
-    """VmHWM: the most the process ever held resident, which sampling RSS can miss."""
-    status = Path(f"/proc/{stack.pid(service)}/status").read_text()
-    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
-    return int(kib) * 1024
+def rss(stack: Stack, field: str = "VmRSS") -> dict[str, int]:
+    """Each service's resident memory; VmHWM: the most it ever held, which sampling can miss."""
+    return {service: stack.memory_bytes(service, field) for service in SERVICE_NAMES}
 
 
 def log_summary(stack: Stack) -> dict[str, Any]:
@@ -355,7 +349,7 @@ async def bench(args: argparse.Namespace, env: dict[str, str], vhost: str, datab
                                 f"≥ {TARGET_ACCEPTED_PER_S:.0f}",
                                 best["accepted_per_s"] >= TARGET_ACCEPTED_PER_S))
 
-            end, peak = rss(stack), {s: peak_rss_bytes(stack, s) for s in SERVICE_NAMES}
+            end, peak = rss(stack), rss(stack, "VmHWM")
             for service in SERVICE_NAMES:
                 checks.append(Check(
                     "rss", f"{service} idle → after burst (end, peak)",
