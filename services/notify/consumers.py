@@ -1,6 +1,6 @@
 """NOTIFY's consumers: every event and RISK's alerts become Telegram messages, each acked
-only once Telegram accepted it (or Telegram is off and it was logged); a backlog goes out
-merged into digests (delivery.py)."""
+only once Telegram accepted it; a backlog goes out merged into digests (delivery.py). With
+Telegram off, a message is one log line and nothing else (no chat, nothing to record)."""
 
 from __future__ import annotations
 
@@ -57,10 +57,15 @@ class Notifier:
         once Telegram accepted it in each. `keep_queued` (a consumer's message): not accepted
         within DELIVERY_WAIT_S, TransientError, the message staying queued in its place for
         the consumer's retry to join. Otherwise a failed attempt raises TransientError at once
-        and the message is dropped."""
+        and the message is dropped. Telegram off: logged, at once."""
+        if not self.sender.enabled:
+            # No chat to deliver to, so nothing to record or to keep in order: a redelivered
+            # event is only logged again.
+            self.sender.log_instead(message_id, event_type, text)
+            return
         waits = [self._chat(chat_id).submit(message_id, event_type, text,
                                             keep_queued=keep_queued)
-                 for chat_id in self.sender.chat_ids or [0]]
+                 for chat_id in self.sender.chat_ids]
         done, pending = await asyncio.wait(waits, timeout=DELIVERY_WAIT_S if keep_queued
                                            else None)
         if pending:

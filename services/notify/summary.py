@@ -3,7 +3,8 @@ trades, win rate) and the equity then, read from EXECUTE's API like `/pnl`.
 
 Exactly once: the message is recorded in `notifications` as `daily-summary-<day>`, so a
 restart sends nothing again and a NOTIFY that was down at midnight sends it when it starts;
-a Redis claim lets only one replica compose and send it."""
+a Redis claim lets only one replica compose and send it. (Telegram off, it is only logged,
+at midnight and again at each start.)"""
 
 from __future__ import annotations
 
@@ -98,8 +99,10 @@ class DailySummary:
         log.info("daily summary sent", day=day.isoformat())
 
     async def _sent(self, message_id: str) -> bool:
-        """Recorded for every chat."""
-        chats = self.notifier.sender.chat_ids or [0]
+        """Recorded for every chat (Telegram off: never, it is only logged)."""
+        if not self.notifier.sender.enabled:
+            return False
+        chats = self.notifier.sender.chat_ids
         async with self.notifier.sessions() as session:
             count = await session.scalar(select(func.count()).where(
                 Notification.message_id == message_id, Notification.chat_id.in_(chats)))

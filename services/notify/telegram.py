@@ -1,6 +1,6 @@
 """Sending to Telegram with python-telegram-bot: paced per chat, `RetryAfter` honoured,
 network errors left to the consumer's retries, so a message is acked only once Telegram has
-accepted it. With no token, Telegram is off: messages are logged and nothing fails."""
+accepted it. With no token, Telegram is off: messages are only logged (`log_instead`)."""
 
 from __future__ import annotations
 
@@ -44,12 +44,14 @@ class TelegramSender:
     def enabled(self) -> bool:
         return self.bot is not None
 
+    def log_instead(self, message_id: str, event_type: str, text: str) -> None:
+        """Telegram off: the message is one line in the log, and that is all."""
+        log.info("telegram off; message logged", message_id=message_id,
+                 event_type=event_type, text=text)
+        TELEGRAM_MESSAGES.labels("logged").inc()
+
     async def send(self, chat_id: int, text: str) -> None:
         """Deliver `text` (split if long) or raise TransientError: never silently drop."""
-        if self.bot is None:
-            log.info("telegram off; message logged", text=text)
-            TELEGRAM_MESSAGES.labels("logged").inc()
-            return
         await self._initialize()
         for part in split_text(text):
             await self._send_part(chat_id, part)
@@ -95,8 +97,7 @@ class TelegramSender:
     async def ready(self, chat_id: int) -> None:
         """Wait until `chat_id` may have its next message, without taking the turn: what
         comes in meanwhile can still join the message sent then."""
-        if self.bot is not None:
-            await self._sleep_until_turn(chat_id)
+        await self._sleep_until_turn(chat_id)
 
     async def _sleep_until_turn(self, chat_id: int) -> None:
         last = self._last_sent.get(chat_id, 0.0)

@@ -8,13 +8,17 @@ import time
 from datetime import UTC, datetime
 from itertools import pairwise
 
+from structlog.testing import capture_logs
+
 from services.notify import consumers
 from services.notify.messages import DIGEST_SEPARATOR
 from shared.contracts import (
+    AccountUpdated,
     Action,
     Envelope,
     PositionClosed,
     PositionOpened,
+    PositionUpdated,
     Reason,
     ReasonCode,
     Signal,
@@ -132,6 +136,62 @@ async def test_a_redelivered_event_is_not_sent_twice(make_notify, telegram, brok
         await telegram.wait_sent(1, within_s=10)
         await asyncio.sleep(1.0)
     assert len(telegram.texts(CHAT)) == 1
+
+
+def position_updated() -> PositionUpdated:
+    return PositionUpdated(
+        position_id="p-1", symbol="BTCUSDT", side="long", quantity=0.092, entry_price=43132.1,
+        margin=198.4, liquidation_price=41131.9, mark_price=43200.0, unrealized_pnl=6.25,
+        updated_at=datetime.now(UTC))
+
+
+def account_updated() -> AccountUpdated:
+    return AccountUpdated(wallet_balance=10_000, equity=10_006.25, used_margin=198.4,
+                          free_margin=9_807.85, day_start_equity=10_000, daily_pnl=0,
+                          updated_at=datetime.now(UTC))
+
+
+LOGGED = "telegram off; message logged"
+
+
+async def test_without_a_token_each_message_is_one_log_line_and_needs_no_database(
+        make_notify, broker, amqp):
+    # Telegram off (no token): no chat to deliver to, nothing to record. So each message is
+    # logged and acked at once, even with the database unreachable; other events say nothing.
+    nowhere = "http://127.0.0.1:9"
+    with capture_logs() as logs:
+        async with make_notify(
+                telegram_bot_token=None, execute_url=nowhere, risk_url=nowhere,
+                brain_url=nowhere,
+                database_url="postgresql+asyncpg://postgres@127.0.0.1:9/away") as client:
+            execution = topology.TRADING_EXECUTION.name
+            published = [
+                await publish(broker, opened(), execution, "position.opened.BTCUSDT"),
+                await publish(broker, position_updated(), execution,
+                              "position.updated.BTCUSDT"),
+                await publish(broker, account_updated(), execution, "account.updated"),
+                await publish(broker, closed(), execution, "position.closed.BTCUSDT"),
+                await publish(broker, rejected(), topology.RISK_MANAGEMENT.name,
+                              "trade.rejected"),
+            ]
+            deadline = time.monotonic() + 10
+            while sum(entry["event"] == LOGGED for entry in logs) < 3:
+                assert time.monotonic() < deadline, logs
+                await asyncio.sleep(0.05)
+            alert = await client.post("/alert", headers={"X-API-Key": API_KEY},
+                                      json={"title": "Disk full"})
+            await asyncio.sleep(1.0)  # time for a line too many
+        channel = await amqp.channel()
+        left = await channel.declare_queue("notify_events", passive=True)
+    lines = [entry for entry in logs if entry["event"] == LOGGED]
+    assert [(line["log_level"], line["event_type"], line["message_id"]) for line in lines[:3]] \
+        == [("info", envelope.type, envelope.message_id)
+            for envelope in (published[0], published[3], published[4])]
+    first, second, third, fourth = (line["text"] for line in lines)
+    assert "Position opened" in first and "Position closed" in second
+    assert "SYMBOL_NOT_ALLOWED" in third and "Disk full" in fourth
+    assert alert.status_code == 202
+    assert left.declaration_result.message_count == 0  # every event acked
 
 
 async def test_retry_after_is_honoured(make_notify, telegram, broker):
