@@ -49,7 +49,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
             # bundled table if it cannot be read; never an error).
             await markets.load(settings.allowed_symbols)
             await broker.wait_connected()
-            await engine.current_state()
+            await engine.current_state()  # reads the book from the database
             await outbox.flush()  # whatever a crash left unsent goes first
             for consumer in consumers(broker, engine, settings.amqp_prefetch, watch.refresh):
                 await consumer.start()

@@ -118,9 +118,8 @@ def build_router(settings: RiskSettings, require_api_key: Any) -> APIRouter:
     async def status_of(engine: RiskEngine) -> dict[str, Any]:
         now = datetime.now(UTC)
         state = await engine.current_state()
-        async with engine.sessions() as session:
-            portfolio = await engine.portfolio(session, now)
-            limits = await engine.limits(session)
+        portfolio = await engine.portfolio(now)
+        limits = await engine.limits()
         positions = await engine.open_positions()
         reservations = await engine.reservations(now)
         exposure = sum(e.notional for e in portfolio.exposures)

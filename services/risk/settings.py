@@ -25,7 +25,7 @@ class RiskSettings(Settings):
     max_daily_trades: int = Field(100, ge=1)
     reservation_ttl_s: float = Field(60.0, gt=0)
     outbox_interval_s: float = Field(5.0, gt=0)
-    # How often the liquidation watch re-reads open positions written by other replicas.
+    # How often the liquidation watch re-reads the open positions and their alert levels.
     positions_refresh_s: float = Field(2.0, gt=0)
     # Live/testnet: how often precision and maintenance brackets are re-read from Binance.
     market_refresh_s: float = Field(3600.0, gt=0)

@@ -29,8 +29,8 @@ log = get_logger(__name__)
 
 GROUP = "risk_processors"
 
-# Moves a position's level only if no one (a restart, another replica) moved it first, so
-# each level change alerts once.
+# Moves a position's level only if no one (a run before a restart) moved it first, so each
+# level change alerts once.
 _SWAP_LEVEL = """
 if (redis.call('hget', KEYS[1], ARGV[1]) or '0') == ARGV[2] then
   redis.call('hset', KEYS[1], ARGV[1], ARGV[3]) return 1
