@@ -5,7 +5,7 @@ is sent again, under the same message id, at start-up and on every relay round."
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, String, select, update
@@ -32,12 +32,23 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
+_last_staged = datetime.min.replace(tzinfo=UTC)
+
+
+def _staged_at() -> datetime:
+    """Now, but after the message staged before: messages go out in the order they were
+    staged even when the clock does not tick between them."""
+    global _last_staged
+    _last_staged = max(datetime.now(UTC), _last_staged + timedelta(microseconds=1))
+    return _last_staged
+
+
 def stage(session: AsyncSession, envelope: Envelope, exchange: str, routing_key: str) -> None:
     """Add the message to the caller's transaction; it is sent once that commits."""
     session.add(OutboxMessage(
         message_id=envelope.message_id, producer=envelope.producer, exchange=exchange,
         routing_key=routing_key, envelope=envelope.model_dump(mode="json"),
-        created_at=datetime.now(UTC),
+        created_at=_staged_at(),
     ))
 
 
@@ -50,7 +61,12 @@ class Outbox:
         self._lock = asyncio.Lock()  # one sender at a time keeps the order of messages
 
     async def flush(self) -> int:
-        """Publish every pending message of this producer, oldest first; returns how many."""
+        """Publish every pending message of this producer, oldest first; returns how many.
+
+        The batch is published concurrently: issued in order on one channel (the broker
+        must publish on one), RabbitMQ keeps that order while the confirms come back
+        together. Those confirmed are marked in one write; a failure is raised after, and
+        the relay sends the rest again under the same message ids (consumers dedupe)."""
         async with self._lock:
             async with self.sessions() as session:
                 pending = (await session.scalars(
@@ -60,16 +76,27 @@ class Outbox:
                     .order_by(OutboxMessage.created_at)
                     .limit(500)
                 )).all()
-            for message in pending:
-                envelope = Envelope.model_validate(message.envelope)
-                await self.broker.publish(envelope, message.exchange, message.routing_key)
+            # gather starts its tasks in this order, and each reaches the channel's publish
+            # before it first waits.
+            results = await asyncio.gather(*(self._publish(m) for m in pending),
+                                           return_exceptions=True)
+            confirmed = [m.message_id for m, r in zip(pending, results, strict=True)
+                         if r is None]
+            if confirmed:
                 async with self.sessions.begin() as session:
                     await session.execute(
                         update(OutboxMessage)
-                        .where(OutboxMessage.message_id == message.message_id)
+                        .where(OutboxMessage.message_id.in_(confirmed))
                         .values(published_at=datetime.now(UTC))
                     )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
             return len(pending)
+
+    async def _publish(self, message: OutboxMessage) -> None:
+        await self.broker.publish(Envelope.model_validate(message.envelope), message.exchange,
+                                  message.routing_key)
 
     async def run_relay(self, interval_s: float) -> None:
         while True:

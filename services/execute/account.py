@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from services.execute.engine import ExecutionEngine
 from services.execute.metrics import EQUITY
-from services.execute.models import AccountSnapshot
+from services.execute.models import AccountSnapshot, PositionRecord
 from shared.contracts import AccountUpdated
 from shared.observability.logging import get_logger
 
@@ -31,19 +31,22 @@ class AccountKeeper:
             self._day = (midnight, first if first is not None else equity)
         return self._day[1]
 
-    async def current(self) -> AccountUpdated:
+    async def current(self, positions: list[PositionRecord] | None = None) -> AccountUpdated:
+        """`positions`: the open ones, if the caller has just read them."""
         now = self.engine.now()
         balance = await self.engine.exchange.fetch_balance()
-        used = sum(p.margin for p in await self.engine.open_positions())
+        if positions is None:
+            positions = await self.engine.open_positions()
+        used = sum(p.margin for p in positions)
         day_start = await self.day_start_equity(now, balance.equity)
         return AccountUpdated(
             wallet_balance=balance.wallet_balance, equity=balance.equity, used_margin=used,
             free_margin=balance.equity - used, day_start_equity=day_start,
             daily_pnl=balance.equity - day_start, updated_at=now)
 
-    async def publish(self) -> AccountUpdated:
+    async def publish(self, positions: list[PositionRecord] | None = None) -> AccountUpdated:
         """Snapshot stored and `account.updated` sent (through the outbox), Redis mirrored."""
-        account = await self.current()
+        account = await self.current(positions)
         async with self.engine.sessions.begin() as session:
             session.add(AccountSnapshot(
                 wallet_balance=account.wallet_balance, equity=account.equity,

@@ -14,6 +14,7 @@ from services.execute.account import AccountKeeper
 from services.execute.consumers import consumers
 from services.execute.engine import PRODUCER, ExecutionEngine
 from services.execute.exchange.base import Exchange, ExchangeUnavailable, TradingNotAllowed
+from services.execute.models import PositionRecord
 from services.execute.monitor import Monitor
 from services.execute.reconcile import reconcile
 from services.execute.routes import build_router
@@ -56,8 +57,11 @@ def create_app(settings: ExecuteSettings | None = None,
         engine = ExecutionEngine(settings, exchange, redis, sessions, outbox, clock=clock)
         account = AccountKeeper(engine)
         monitor = Monitor(engine, account, broker, redis, keys)
-        engine.on_positions_changed = monitor.reload
-        engine.on_account_changed = account.publish
+
+        async def positions_changed(positions: list[PositionRecord]) -> None:
+            await monitor.reload(await account.publish(positions), positions)
+
+        engine.on_positions_changed = positions_changed
         app.state.broker, app.state.redis, app.state.db = broker, redis, db
         app.state.engine, app.state.account, app.state.monitor = engine, account, monitor
         app.state.refusal = None
@@ -82,7 +86,9 @@ def create_app(settings: ExecuteSettings | None = None,
             await broker.wait_connected()
             await reconcile(engine)
             await outbox.flush()
-            await monitor.reload()
+            # Whatever a crash left unrefreshed: mirrors, performance, the book, the account.
+            engine.books_changed(closed=True)
+            await engine.settled()
             tasks.append(asyncio.create_task(monitor.run(), name="monitor"))
             tasks.append(asyncio.create_task(monitor.housekeeping(), name="housekeeping"))
             tasks.append(asyncio.create_task(reconcile_forever(), name="reconcile"))
@@ -96,7 +102,6 @@ def create_app(settings: ExecuteSettings | None = None,
             for consumer in consumers(broker, engine, settings.amqp_prefetch):
                 await consumer.start()
                 started.append(consumer)
-            await account.publish()
             log.info("EXECUTE trading", mode=settings.exchange_mode.value,
                      positions=f"http://localhost:{settings.execute_port}/positions")
 
@@ -131,6 +136,7 @@ def create_app(settings: ExecuteSettings | None = None,
                     await asyncio.wait([task], timeout=0.25)
                     if task.done():
                         break
+            await engine.aclose()
             await exchange.close()
             await broker.close()
             await redis.aclose()

@@ -1,9 +1,13 @@
 """EXECUTE's order and position lifecycle (execute.md): the I/O around the exchange.
 
-Exactly once: an order's row is written (NEW) before it is sent, marked SUBMITTED, then
-FILLED / REJECTED from the answer. A timeout makes it UNKNOWN, resolved by asking the
-exchange for our client order id — never by sending again. A position's events leave through
-the outbox in the transaction that records the fill.
+Exactly once: an order's row is committed SUBMITTED before it is sent, then FILLED /
+REJECTED from the answer. A timeout makes it UNKNOWN, resolved by asking the exchange for our
+client order id — never by sending again. A position's events leave through the outbox in the
+transaction that records the fill.
+
+What is derived from the books (Redis mirrors, the monitor's book, `account.updated`, the
+performance) is refreshed behind the changes, once per burst, after the operation that made
+them: none of it delays an entry.
 """
 
 from __future__ import annotations
@@ -11,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.execute.exchange.base import (
@@ -58,6 +62,12 @@ RESOLVE_ATTEMPTS = 6  # asking the exchange about an UNKNOWN order: 0.5 s doubli
 NOT_FOUND_CONCLUSIVE_AFTER = 2
 TRADE_STREAM_MAXLEN = 10_000
 
+T = TypeVar("T")
+
+# A protective order by purpose: its type, its client id's suffix, the position's column.
+PROTECTIVE = {"stop_loss": (OrderType.STOP_MARKET, "sl", "stop_order_id"),
+              "take_profit": (OrderType.TAKE_PROFIT_MARKET, "tp", "target_order_id")}
+
 
 def client_order_id(signal_id: str) -> str:
     """`p95-` + a short stable hash of the signal id: Binance's charset, ≤ 36 characters."""
@@ -67,6 +77,15 @@ def client_order_id(signal_id: str) -> str:
 def _matches(order: ExchangeOrder, stop_price: float, quantity: float) -> bool:
     return (order.stop_price is not None and abs(order.stop_price - stop_price) < 1e-9
             * max(1.0, stop_price) + 1e-12 and abs(order.quantity - quantity) < 1e-9)
+
+
+async def _together(*calls: Awaitable[T]) -> list[T]:
+    """Runs the calls concurrently; all of them finish before a failure is raised."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
 
 
 def entry_side(side: str) -> OrderSide:
@@ -117,8 +136,14 @@ class ExecutionEngine:
         # One approval per symbol at a time, whole: a reversal's close and open must not
         # interleave with the next approval's (it would close nothing, then open beside it).
         self._approval_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.on_positions_changed: Callable[[], Any] | None = None
-        self.on_account_changed: Callable[[], Any] | None = None
+        # Given the open positions after a change: the monitor's book and the account.
+        self.on_positions_changed: Callable[[list[PositionRecord]], Awaitable[Any]] | None \
+            = None
+        # Changes to the books, and the last one the derived state reflects.
+        self._changes = 0
+        self._refreshed = 0
+        self._performance_stale = False
+        self._refresher: asyncio.Task[None] | None = None
 
     # --- messages --------------------------------------------------------------------
 
@@ -160,56 +185,82 @@ class ExecutionEngine:
         except Exception as exc:
             log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
 
+    async def _done(self) -> None:
+        """The end of an operation: its messages go out, the derived state follows behind."""
+        await self.send_pending()
+        self.refresh_soon()
+
     # --- opening ---------------------------------------------------------------------
 
+    async def on_approved(self, approved: TradeApproved) -> None:
+        """An approval from RISK: close, reverse then open, or open. The derived state is
+        refreshed after the entry (a reversal's close does not hold it up), before the ack."""
+        signal, verdict = approved.signal, approved.verdict
+        async with self._approval_locks[signal.symbol]:
+            if verdict.close:
+                await self._close_symbol(signal.symbol, "signal")
+            else:
+                assert verdict.order is not None
+                if verdict.reverse:
+                    opposite = "short" if verdict.order.side == "long" else "long"
+                    await self._close_symbol(signal.symbol, "signal", side=opposite)
+                await self._open(signal.signal_id, verdict.order)
+        await self._done()
+        await self.settled()
+
     async def open_position(self, signal_id: str, plan: OrderPlan) -> PositionRecord | None:
+        position = await self._open(signal_id, plan)
+        await self._done()
+        return position
+
+    async def _open(self, signal_id: str, plan: OrderPlan) -> PositionRecord | None:
         """Place the approved entry exactly once, then protect the position. Idempotent: a
         redelivered approval finds its order and only finishes what is unfinished."""
         cid = client_order_id(signal_id)
         async with self.lock:
-            order = await self._entry_order(cid, signal_id, plan)
-            if order is None:
-                return None
-            position = await self._position_from_fill(order, plan)
-        await self.protect(position.position_id)
-        await self.send_pending()
+            async with self.sessions.begin() as session:
+                row = await session.get(OrderRecord, cid)
+                if row is None:
+                    now = self.now()
+                    row = OrderRecord(
+                        client_order_id=cid, signal_id=signal_id, position_id=cid,
+                        purpose="entry", symbol=plan.symbol, side=entry_side(plan.side).value,
+                        type="MARKET", quantity=plan.quantity, price=plan.price,
+                        stop_price=None, reduce_only=False, status="NEW", filled_quantity=0.0,
+                        fee=0.0, created_at=now, updated_at=now)
+                    session.add(row)
+                # Committed SUBMITTED before it is sent, in the transaction that writes it: a
+                # crash before the commit leaves nothing, one after it is resolved by asking
+                # the exchange. (NEW is left only by earlier versions: never sent.)
+                unsent = row.status == "NEW"
+                if unsent:
+                    row.status = "SUBMITTED"
+                # A FILLED entry's position was booked in the same transaction.
+                booked = await session.get(PositionRecord, cid) \
+                    if row.status == "FILLED" else None
+            if unsent:
+                fill = await self._send(cid, lambda: self.exchange.create_market_order(
+                    symbol=plan.symbol, side=entry_side(plan.side), quantity=plan.quantity,
+                    client_order_id=cid, reference_price=plan.price))
+            elif row.status in ("SUBMITTED", "UNKNOWN"):  # maybe sent: ask, never resend
+                fill = await self._resolve(cid, plan.symbol)
+            else:
+                fill = None
+            position = booked if fill is None else \
+                await self._position_from_fill(row, fill, plan)
+            if position is not None:
+                await self._protect_locked(position.position_id)
         return position
 
-    async def _entry_order(self, cid: str, signal_id: str, plan: OrderPlan
-                           ) -> ExchangeOrder | None:
-        async with self.sessions.begin() as session:
-            row = await session.get(OrderRecord, cid)
-            if row is None:
-                now = self.now()
-                row = OrderRecord(
-                    client_order_id=cid, signal_id=signal_id, position_id=cid, purpose="entry",
-                    symbol=plan.symbol, side=entry_side(plan.side).value, type="MARKET",
-                    quantity=plan.quantity, price=plan.price, stop_price=None,
-                    reduce_only=False, status="NEW", filled_quantity=0.0, fee=0.0,
-                    created_at=now, updated_at=now)
-                session.add(row)
-            status = row.status
-        if status in ("REJECTED", "CANCELED"):
-            return None
-        if status == "FILLED":
-            return await self.exchange.fetch_order(symbol=plan.symbol, client_order_id=cid) \
-                or self._as_exchange_order(row)
-        if status == "NEW":
-            return await self._send(cid, lambda: self.exchange.create_market_order(
-                symbol=plan.symbol, side=entry_side(plan.side), quantity=plan.quantity,
-                client_order_id=cid, reference_price=plan.price))
-        # SUBMITTED (a crash while sending) or UNKNOWN (a timeout): ask, never resend.
-        return await self._resolve(cid, plan.symbol)
-
     async def _send(self, cid: str, send: Callable[[], Any]) -> ExchangeOrder | None:
-        await self._set_status(cid, "SUBMITTED")
+        """Sends an order whose row is committed SUBMITTED."""
         try:
             return await send()
         except OrderRejected as exc:
             await self._rejected(cid, f"{exc.code or ''} {exc}".strip())
             return None
         except ExchangeUnavailable as exc:
-            await self._set_status(cid, "UNKNOWN", error=str(exc)[:500])
+            await self._set_status([cid], "UNKNOWN", error=str(exc)[:500])
             return await self._resolve(cid, None)
 
     async def _resolve(self, cid: str, symbol: str | None) -> ExchangeOrder | None:
@@ -243,13 +294,14 @@ class ExecutionEngine:
             delay *= 2
         raise TransientError(f"order {cid} still not final")
 
-    async def _set_status(self, cid: str, status: str, error: str | None = None) -> None:
+    async def _set_status(self, cids: list[str], status: str, error: str | None = None
+                          ) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": self.now()}
+        if error:
+            values["error"] = error
         async with self.sessions.begin() as session:
-            row = await session.get(OrderRecord, cid)
-            assert row is not None
-            row.status, row.updated_at = status, self.now()
-            if error:
-                row.error = error
+            await session.execute(update(OrderRecord)
+                                  .where(OrderRecord.client_order_id.in_(cids)).values(values))
 
     async def _rejected(self, cid: str, error: str) -> None:
         async with self.sessions.begin() as session:
@@ -258,26 +310,14 @@ class ExecutionEngine:
             row.status, row.error, row.updated_at = "REJECTED", error[:500], self.now()
             self._stage_order(session, row)
         log.warning("order rejected", client_order_id=cid, error=error)
-        await self.send_pending()
 
-    def _as_exchange_order(self, row: OrderRecord) -> ExchangeOrder:
-        return ExchangeOrder(
-            client_order_id=row.client_order_id, exchange_order_id=row.exchange_order_id or "",
-            symbol=row.symbol, side=OrderSide(row.side), type=OrderType(row.type),
-            status=OrderStatus.FILLED, quantity=row.quantity,
-            filled_quantity=row.filled_quantity, average_price=row.average_price,
-            stop_price=row.stop_price, reduce_only=row.reduce_only, fee=row.fee,
-            updated_at=row.updated_at)
-
-    async def _position_from_fill(self, fill: ExchangeOrder, plan: OrderPlan) -> PositionRecord:
-        """Record the fill and the position it opened (once), with their events."""
+    async def _position_from_fill(self, row: OrderRecord, fill: ExchangeOrder, plan: OrderPlan
+                                  ) -> PositionRecord:
+        """Record the fill of the entry `row` (not FILLED yet: under the lock, once) and the
+        position it opened, with their events."""
         cid = fill.client_order_id
         async with self.sessions.begin() as session:
-            position = await session.get(PositionRecord, cid)
-            if position is not None:
-                return position
-            row = await session.get(OrderRecord, cid)
-            assert row is not None
+            session.add(row)  # the row read before sending: updated without reading it again
             now = self.now()
             entry = fill.average_price or plan.price
             quantity = fill.filled_quantity
@@ -307,156 +347,149 @@ class ExecutionEngine:
                  quantity=quantity, entry_price=entry)
         await self.stream_trade("position.opened", position_id=cid, symbol=plan.symbol,
                                 side=plan.side, quantity=quantity, entry_price=entry)
-        await self._positions_changed()
+        self.books_changed()
         return position
-
-    async def on_approved(self, approved: TradeApproved) -> None:
-        """An approval from RISK: close, reverse then open, or open."""
-        signal, verdict = approved.signal, approved.verdict
-        async with self._approval_locks[signal.symbol]:
-            if verdict.close:
-                await self.close_symbol(signal.symbol, "signal")
-                return
-            assert verdict.order is not None
-            if verdict.reverse:
-                opposite = "short" if verdict.order.side == "long" else "long"
-                await self.close_symbol(signal.symbol, "signal", side=opposite)
-            await self.open_position(signal.signal_id, verdict.order)
-
-    async def close_symbol(self, symbol: str, reason: str, side: str | None = None
-                           ) -> list[Closed]:
-        closed = []
-        for position in await self.open_positions():
-            if position.symbol == symbol and (side is None or position.side == side):
-                result = await self.close_position(position.position_id, reason)
-                if result is not None:
-                    closed.append(result)
-        return closed
 
     # --- protection ------------------------------------------------------------------
 
     async def protect(self, position_id: str) -> None:
+        async with self.lock:
+            await self._protect_locked(position_id)
+        await self._done()
+
+    async def _protect_locked(self, position_id: str) -> None:
         """Every open position has its stop and target resting (idempotent). A stop that
         cannot be placed after the retries closes the position: never left unprotected."""
-        async with self.lock:
-            async with self.sessions() as session:
+        orders: list[tuple[str, float, str, bool]] = []
+        # Both written in one commit, then sent together. Nothing is flushed before the
+        # commit: the exchange calls in between must find the database unlocked (SQLite).
+        async with self.sessions.begin() as session:
+            with session.no_autoflush:
                 position = await session.get(PositionRecord, position_id)
-            if position is None or position.status != "open":
-                return
-            for purpose, price in (("stop_loss", position.stop_loss),
-                                   ("take_profit", position.take_profit)):
-                if price is None:
-                    continue
-                placed = await self._ensure_trigger(position, purpose, price)
-                if not placed and purpose == "stop_loss":
-                    await self._close_locked(position_id, "unprotected", alert=True)
+                if position is None or position.status != "open":
                     return
+                for purpose, price in (("stop_loss", position.stop_loss),
+                                       ("take_profit", position.take_profit)):
+                    if price is not None:
+                        order = await self._trigger_order(session, position, purpose, price)
+                        if order is not None:
+                            orders.append((purpose, price, *order))
+        placed = await _together(*(self._place_trigger(position, *order) for order in orders))
+        resting = [cid for (_, _, cid, _), status in zip(orders, placed, strict=True)
+                   if status is OrderStatus.OPEN]
+        if resting:
+            await self._set_status(resting, "OPEN")
+        if any(purpose == "stop_loss" and status is None
+               for (purpose, *_), status in zip(orders, placed, strict=True)):
+            await self._close_locked(position, "unprotected", alert=True)
 
-    async def _trigger_id(self, session: AsyncSession, position: PositionRecord, purpose: str
-                          ) -> str:
-        """The position's live protective order of this kind, or a fresh client id for a new
-        one (an id is never reused: Binance refuses a repeated one)."""
-        current = position.stop_order_id if purpose == "stop_loss" else position.target_order_id
-        if current is not None:
-            row = await session.get(OrderRecord, current)
-            if row is None or row.status in ("NEW", "SUBMITTED", "UNKNOWN", "OPEN"):
-                return current
-        placed = await session.scalar(select(func.count()).select_from(OrderRecord).where(
-            OrderRecord.position_id == position.position_id, OrderRecord.purpose == purpose))
-        suffix = {"stop_loss": "sl", "take_profit": "tp"}[purpose]
-        return f"{position.position_id}-{suffix}{(placed or 0) + 1 if placed else ''}"
+    async def _trigger_order(self, session: AsyncSession, position: PositionRecord,
+                             purpose: str, price: float) -> tuple[str, bool] | None:
+        """The protective order of this kind to place, as (client id, never sent); None when
+        the right one is resting. A new one is written before it is sent, under a fresh
+        client id (Binance refuses a repeated one)."""
+        order_type, suffix, attribute = PROTECTIVE[purpose]
+        current = getattr(position, attribute)
+        row = await session.get(OrderRecord, current) if current is not None else None
+        if row is not None and row.status in ("NEW", "SUBMITTED", "UNKNOWN"):
+            return current, False  # maybe sent: asked about before it is sent again
+        if row is not None and row.status == "OPEN":
+            found = await self.exchange.fetch_order(symbol=position.symbol,
+                                                    client_order_id=current)
+            if found is not None and found.status is OrderStatus.OPEN:
+                if _matches(found, price, position.quantity):
+                    return None
+                # The wrong price or size (a break-even move whose cancel failed): replaced.
+                await self.exchange.cancel_order(symbol=position.symbol,
+                                                 client_order_id=current)
+            row.status = "CANCELED"
+        placed = 0 if current is None else await session.scalar(
+            select(func.count()).select_from(OrderRecord).where(
+                OrderRecord.position_id == position.position_id, OrderRecord.purpose == purpose))
+        cid = f"{position.position_id}-{suffix}{placed + 1 if placed else ''}"
+        now = self.now()
+        session.add(OrderRecord(
+            client_order_id=cid, signal_id=position.signal_id, position_id=position.position_id,
+            purpose=purpose, symbol=position.symbol, side=exit_side(position.side).value,
+            type=order_type.value, quantity=position.quantity, price=None, stop_price=price,
+            reduce_only=True, status="NEW", filled_quantity=0.0, fee=0.0, created_at=now,
+            updated_at=now))
+        setattr(position, attribute, cid)
+        return cid, True
 
-    async def _ensure_trigger(self, position: PositionRecord, purpose: str, price: float
-                              ) -> bool:
-        async with self.sessions() as session:
-            cid = await self._trigger_id(session, position, purpose)
-        order_type = OrderType.STOP_MARKET if purpose == "stop_loss" \
-            else OrderType.TAKE_PROFIT_MARKET
+    async def _place_trigger(self, position: PositionRecord, purpose: str, price: float,
+                             cid: str, unsent: bool) -> OrderStatus | None:
+        """With retries: OPEN once resting, FILLED if it already did its job (the fill is
+        booked elsewhere), None if it could not be placed."""
         for attempt in range(1, self.settings.protective_order_retries + 1):
-            async with self.sessions.begin() as session:
-                row = await session.get(OrderRecord, cid)
-                if row is not None and row.status == "OPEN":
+            try:
+                if not unsent:
                     found = await self.exchange.fetch_order(symbol=position.symbol,
                                                             client_order_id=cid)
-                    if found is not None and found.status is OrderStatus.OPEN:
-                        if _matches(found, price, position.quantity):
-                            return True
-                        # The wrong price or size (a break-even move whose cancel failed):
-                        # replaced under a fresh client id.
-                        await self.exchange.cancel_order(symbol=position.symbol,
-                                                         client_order_id=cid)
-                    row.status = "CANCELED"
-                    cid = await self._trigger_id(session, position, purpose)
-                    row = await session.get(OrderRecord, cid)
-                if row is None:
-                    now = self.now()
-                    row = OrderRecord(
-                        client_order_id=cid, signal_id=position.signal_id,
-                        position_id=position.position_id, purpose=purpose,
-                        symbol=position.symbol, side=exit_side(position.side).value,
-                        type=order_type.value, quantity=position.quantity, price=None,
-                        stop_price=price, reduce_only=True, status="NEW", filled_quantity=0.0,
-                        fee=0.0, created_at=now, updated_at=now)
-                    session.add(row)
-                    record = await session.get(PositionRecord, position.position_id)
-                    assert record is not None
-                    setattr(record, "stop_order_id" if purpose == "stop_loss"
-                            else "target_order_id", cid)
-            try:
-                existing = await self.exchange.fetch_order(symbol=position.symbol,
-                                                           client_order_id=cid)
-                if existing is None or existing.status is not OrderStatus.OPEN:
-                    if existing is not None and existing.status is OrderStatus.FILLED:
-                        return True  # it already did its job; the fill is handled elsewhere
-                    await self.exchange.create_trigger_order(
-                        symbol=position.symbol, side=exit_side(position.side),
-                        quantity=position.quantity, stop_price=price, type=order_type,
-                        client_order_id=cid)
-                await self._set_status(cid, "OPEN")
-                return True
+                    if found is not None and found.status in (OrderStatus.OPEN,
+                                                              OrderStatus.FILLED):
+                        return found.status
+                await self.exchange.create_trigger_order(
+                    symbol=position.symbol, side=exit_side(position.side),
+                    quantity=position.quantity, stop_price=price,
+                    type=PROTECTIVE[purpose][0], client_order_id=cid)
+                return OrderStatus.OPEN
             except (ExchangeUnavailable, OrderRejected) as exc:
                 log.warning("protective order not placed", client_order_id=cid,
                             attempt=attempt, error=str(exc))
+                unsent = False  # it may have arrived all the same
                 await asyncio.sleep(0.2 * attempt)
-        return False
+        return None
 
     # --- closing ---------------------------------------------------------------------
 
     async def close_position(self, position_id: str, reason: str, fraction: float = 1.0
                              ) -> Closed | None:
         async with self.lock:
-            closed = await self._close_locked(position_id, reason, fraction=fraction)
-        await self.send_pending()
+            position = await self._still_open(position_id)
+            closed = None if position is None else \
+                await self._close_locked(position, reason, fraction=fraction)
+        await self._done()
         return closed
 
-    async def _close_locked(self, position_id: str, reason: str, fraction: float = 1.0,
-                            alert: bool = False) -> Closed | None:
-        """A reduce-only market order for the position (or a fraction of it), intent first."""
-        async with self.sessions.begin() as session:
+    async def _still_open(self, position_id: str) -> PositionRecord | None:
+        async with self.sessions() as session:
             position = await session.get(PositionRecord, position_id)
-            if position is None or position.status != "open":
-                return None
+        return position if position is not None and position.status == "open" else None
+
+    async def _close_symbol(self, symbol: str, reason: str, side: str | None = None) -> None:
+        async with self.lock:
+            for position in await self.open_positions(symbol):
+                if side is None or position.side == side:
+                    await self._close_locked(position, reason)
+
+    async def _close_locked(self, position: PositionRecord, reason: str, fraction: float = 1.0,
+                            alert: bool = False) -> Closed | None:
+        """A reduce-only market order for an open position read under the lock (or for a
+        fraction of it), committed SUBMITTED before it is sent."""
+        position_id, symbol = position.position_id, position.symbol
+        async with self.sessions.begin() as session:
             count = await session.scalar(select(func.count()).select_from(OrderRecord).where(
                 OrderRecord.position_id == position_id, OrderRecord.purpose == "close"))
             cid = f"{position_id}-c{(count or 0) + 1}"
-            step = PAPER_PRECISION[position.symbol].quantity_step \
-                if position.symbol in PAPER_PRECISION else 0.001
+            step = PAPER_PRECISION[symbol].quantity_step if symbol in PAPER_PRECISION \
+                else 0.001
             quantity = position.quantity if fraction >= 1 else \
                 max(step, round(position.quantity * fraction / step) * step)
             now = self.now()
-            session.add(OrderRecord(
+            order = OrderRecord(
                 client_order_id=cid, signal_id=position.signal_id, position_id=position_id,
-                purpose="close", symbol=position.symbol, side=exit_side(position.side).value,
+                purpose="close", symbol=symbol, side=exit_side(position.side).value,
                 type="MARKET", quantity=quantity, price=None, stop_price=None,
-                reduce_only=True, status="NEW", filled_quantity=0.0, fee=0.0,
-                created_at=now, updated_at=now))
-            symbol, side = position.symbol, position.side
+                reduce_only=True, status="SUBMITTED", filled_quantity=0.0, fee=0.0,
+                created_at=now, updated_at=now)
+            session.add(order)
         fill = await self._send(cid, lambda: self.exchange.create_market_order(
-            symbol=symbol, side=exit_side(side), quantity=quantity, client_order_id=cid,
-            reduce_only=True))
+            symbol=symbol, side=exit_side(position.side), quantity=quantity,
+            client_order_id=cid, reduce_only=True))
         if fill is None:
             return None
-        return await self._record_exit(fill, reason, alert=alert)
+        return await self._record_exit(fill, reason, alert=alert, ours=(order, position))
 
     async def on_exchange_fill(self, fill: ExchangeOrder, reason: str | None = None,
                                position_id: str | None = None) -> Closed | None:
@@ -464,30 +497,22 @@ class ExecutionEngine:
         `position_id`) an exit we did not place, found by reconciliation."""
         async with self.lock:
             closed = await self._record_exit(fill, reason, position_id=position_id)
-        await self.send_pending()
+        await self._done()
         return closed
 
     async def _record_exit(self, fill: ExchangeOrder, reason: str | None,
-                           alert: bool = False, position_id: str | None = None
+                           alert: bool = False, position_id: str | None = None,
+                           ours: tuple[OrderRecord, PositionRecord] | None = None
                            ) -> Closed | None:
         """Book an exit fill against its position: PnL (fees included), the remaining
-        quantity, the other protective order cancelled on a full close, and the events."""
+        quantity, the other protective order cancelled on a full close, and the events.
+        `ours`: the order we just sent and its position, current (under the lock)."""
         async with self.sessions.begin() as session:
-            row = await session.get(OrderRecord, fill.client_order_id)
-            if position_id is not None:
-                position = await session.get(PositionRecord, position_id)
-            elif fill.type is OrderType.LIQUIDATION:
-                position = (await session.scalars(select(PositionRecord).where(
-                    PositionRecord.symbol == fill.symbol, PositionRecord.status == "open"))
-                ).first()
-                reason = "liquidation"
+            if ours is not None:
+                row, position = ours
+                session.add_all(ours)  # updated without reading them again
             else:
-                if row is None or row.status == "FILLED":
-                    return None  # unknown to us, or already booked
-                position = await session.get(PositionRecord, row.position_id)
-                if reason is None:
-                    reason = {"stop_loss": "stop_loss", "take_profit": "take_profit"}.get(
-                        row.purpose, "closed_on_exchange")
+                row, position, reason = await self._exit_of(session, fill, reason, position_id)
             if position is None or position.status != "open":
                 return None
             now = self.now()
@@ -540,47 +565,72 @@ class ExecutionEngine:
             result = Closed(position.position_id, reason, pnl, price)
             symbol = position.symbol
         REALIZED_PNL.inc(pnl)
-        for other in others:  # cancel-the-other
-            try:
-                await self.exchange.cancel_order(symbol=symbol, client_order_id=other)
-                await self._set_status(other, "CANCELED")
-            except ExchangeUnavailable as exc:
-                log.warning("other protective order not cancelled yet (reconciliation will)",
-                            client_order_id=other, error=str(exc))
+        await self._cancel(symbol, others)  # cancel-the-other
         log.info("position closed" if full else "position reduced",
                  position_id=result.position_id, reason=reason, pnl=pnl, price=price)
         await self.stream_trade("position.closed" if full else "position.reduced",
                                 position_id=result.position_id, symbol=symbol, reason=reason,
                                 realized_pnl=pnl, exit_price=price)
-        await self._positions_changed()
-        if full:
-            await self.refresh_performance()
+        self.books_changed(closed=full)
         return result
+
+    async def _exit_of(self, session: AsyncSession, fill: ExchangeOrder, reason: str | None,
+                       position_id: str | None
+                       ) -> tuple[OrderRecord | None, PositionRecord | None, str | None]:
+        """The order (ours, if it is) and the position an exit fill belongs to, and why."""
+        row = await session.get(OrderRecord, fill.client_order_id)
+        if position_id is not None:
+            return row, await session.get(PositionRecord, position_id), reason
+        if fill.type is OrderType.LIQUIDATION:
+            position = (await session.scalars(select(PositionRecord).where(
+                PositionRecord.symbol == fill.symbol, PositionRecord.status == "open"))).first()
+            return row, position, "liquidation"
+        if row is None or row.status == "FILLED":
+            return row, None, reason  # unknown to us, or already booked
+        if reason is None:
+            reason = {"stop_loss": "stop_loss", "take_profit": "take_profit"}.get(
+                row.purpose, "closed_on_exchange")
+        return row, await session.get(PositionRecord, row.position_id), reason
+
+    async def _cancel(self, symbol: str, cids: list[str]) -> None:
+        """Cancels resting orders together, recorded in one write; one the exchange could
+        not be reached for stays OPEN (reconciliation looks again)."""
+
+        async def cancel(cid: str) -> bool:
+            try:
+                await self.exchange.cancel_order(symbol=symbol, client_order_id=cid)
+                return True
+            except ExchangeUnavailable as exc:
+                log.warning("order not cancelled yet", client_order_id=cid, error=str(exc))
+                return False
+
+        done = await _together(*(cancel(cid) for cid in cids))
+        cancelled = [cid for cid, ok in zip(cids, done, strict=True) if ok]
+        if cancelled:
+            await self._set_status(cancelled, "CANCELED")
 
     async def partial_take_profit(self, position_id: str, fraction: float) -> None:
         """Close `fraction` once, then move the stop to the entry price (break-even) for
         what remains: the old stop is cancelled and a new one placed."""
         async with self.lock:
-            closed = await self._close_locked(position_id, "partial_take_profit",
-                                              fraction=fraction)
-            if closed is None:
+            position = await self._still_open(position_id)
+            if position is not None and await self._close_locked(
+                    position, "partial_take_profit", fraction=fraction) is not None:
+                await self._stop_to_entry(position_id)
+        await self._done()
+
+    async def _stop_to_entry(self, position_id: str) -> None:
+        async with self.sessions.begin() as session:
+            position = await session.get(PositionRecord, position_id)
+            if position is None or position.status != "open":
                 return
-            async with self.sessions.begin() as session:
-                position = await session.get(PositionRecord, position_id)
-                if position is None or position.status != "open":
-                    return
-                old_stop = position.stop_order_id
-                position.partial_taken = True
-                position.stop_loss = position.entry_price
-                symbol = position.symbol
-            if old_stop:
-                try:
-                    await self.exchange.cancel_order(symbol=symbol, client_order_id=old_stop)
-                    await self._set_status(old_stop, "CANCELED")
-                except ExchangeUnavailable as exc:
-                    log.warning("old stop not cancelled yet", error=str(exc))
-        await self.protect(position_id)
-        await self.send_pending()
+            old_stop = position.stop_order_id
+            position.partial_taken = True
+            position.stop_loss = position.entry_price
+            symbol = position.symbol
+        if old_stop:
+            await self._cancel(symbol, [old_stop])
+        await self._protect_locked(position_id)
 
     async def close_all(self, reason: str, cause: MessagePayload | None = None) -> bool:
         """Close every open position at market (emergency). `cause` goes out first; every
@@ -592,12 +642,12 @@ class ExecutionEngine:
         async with self.lock:
             for position in await self.open_positions():
                 try:
-                    await self._close_locked(position.position_id, reason)
+                    await self._close_locked(position, reason)
                 except Exception as exc:
                     log.error("emergency close of a position failed", error=str(exc),
                               position_id=position.position_id)
             left = await self.open_positions()
-        await self.send_pending()
+        await self._done()
         return not left
 
     async def poll_protective_orders(self) -> int:
@@ -622,12 +672,50 @@ class ExecutionEngine:
             self.stage_alert(session, code, symbol, message, severity, **details)
         await self.send_pending()
 
-    # --- what BRAIN and the dashboard read -------------------------------------------
+    # --- what BRAIN, the dashboard and the monitor read ------------------------------
+    # Derived from the books and refreshed behind them by one task: a burst of changes
+    # costs one refresh. A crash loses none of it: start-up refreshes everything.
 
-    async def _positions_changed(self) -> None:
-        async with self.sessions() as session:
-            open_positions = (await session.scalars(
-                select(PositionRecord).where(PositionRecord.status == "open"))).all()
+    def books_changed(self, closed: bool = False) -> None:
+        """Positions changed (`closed`: one closed); refreshed once the operation is done."""
+        self._changes += 1
+        self._performance_stale |= closed
+
+    def refresh_soon(self) -> None:
+        """Starts the refresh if anything changed since the last one (one runs at a time)."""
+        if self._refreshed < self._changes and (self._refresher is None
+                                                or self._refresher.done()):
+            self._refresher = asyncio.create_task(self._refresh(), name="execute-refresh")
+
+    async def settled(self) -> None:
+        """Returns once the derived state reflects every change made so far, or its refresh
+        failed (then the next change or the monitor's housekeeping tries again)."""
+        self.refresh_soon()
+        if self._refresher is not None:
+            await asyncio.shield(self._refresher)
+
+    async def aclose(self) -> None:
+        """Stops a refresh in progress (shut-down)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+
+    async def _refresh(self) -> None:
+        while self._refreshed < self._changes:
+            target, performance = self._changes, self._performance_stale
+            self._performance_stale = False
+            try:
+                await self._mirror_positions()
+                if performance:
+                    await self.refresh_performance()
+            except Exception as exc:
+                self._performance_stale |= performance
+                log.warning("derived state not refreshed now", error=f"{type(exc).__name__}")
+                return
+            self._refreshed = target
+
+    async def _mirror_positions(self) -> None:
+        open_positions = await self.open_positions()
         POSITIONS_OPEN.set(len(open_positions))
         key = self.keys("positions", "open")
         try:
@@ -642,32 +730,34 @@ class ExecutionEngine:
         except Exception as exc:
             log.warning("positions not mirrored to Redis", error=f"{type(exc).__name__}")
         if self.on_positions_changed is not None:
-            await self.on_positions_changed()
-        if self.on_account_changed is not None:
-            try:
-                await self.on_account_changed()
-            except Exception as exc:
-                log.warning("account.updated not sent", error=f"{type(exc).__name__}")
+            await self.on_positions_changed(open_positions)
 
     async def refresh_performance(self) -> None:
-        """`phoenix95:performance` for BRAIN's Kelly: from every closed position."""
+        """`phoenix95:performance` for BRAIN's Kelly: from every closed position, summed by
+        the database."""
+        pnl = PositionRecord.realized_pnl
+        won = pnl > 0
         async with self.sessions() as session:
-            results = list((await session.scalars(select(PositionRecord.realized_pnl).where(
-                PositionRecord.status == "closed"))).all())
-        wins = [r for r in results if r > 0]
-        losses = [-r for r in results if r <= 0]
+            trades, wins, won_sum, lost_sum = (await session.execute(
+                select(func.count(), func.sum(case((won, 1), else_=0)),
+                       func.sum(case((won, pnl), else_=0.0)),
+                       func.sum(case((won, 0.0), else_=-pnl)))
+                .where(PositionRecord.status == "closed"))).one()
+        losses = trades - (wins or 0)
         performance = {
-            "total_trades": len(results),
-            "win_rate": len(wins) / len(results) if results else 0.0,
-            "avg_win": sum(wins) / len(wins) if wins else 0.0,
-            "avg_loss": sum(losses) / len(losses) if losses else 0.0,
+            "total_trades": trades,
+            "win_rate": wins / trades if trades else 0.0,
+            "avg_win": won_sum / wins if wins else 0.0,
+            "avg_loss": lost_sum / losses if losses else 0.0,
         }
         try:
             await self.redis.hset(self.keys("performance"), mapping=performance)
         except Exception as exc:
             log.warning("performance not written to Redis", error=f"{type(exc).__name__}")
 
-    async def open_positions(self) -> list[PositionRecord]:
+    async def open_positions(self, symbol: str | None = None) -> list[PositionRecord]:
+        query = select(PositionRecord).where(PositionRecord.status == "open")
+        if symbol is not None:
+            query = query.where(PositionRecord.symbol == symbol)
         async with self.sessions() as session:
-            return list((await session.scalars(
-                select(PositionRecord).where(PositionRecord.status == "open"))).all())
+            return list((await session.scalars(query)).all())

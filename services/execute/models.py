@@ -12,7 +12,8 @@ from shared.db import Base, UtcDateTime
 
 
 class OrderRecord(Base):
-    """Our side of an order. Written NEW before it is sent; never sent twice."""
+    """Our side of an order. Written before it is sent (a market order as SUBMITTED, a
+    resting one as NEW); never sent twice."""
 
     __tablename__ = "orders"
 

@@ -20,7 +20,7 @@ from services.execute.account import AccountKeeper
 from services.execute.engine import ExecutionEngine
 from services.execute.metrics import STALE_PRICE_SYMBOLS, TICK_LATENCY, UNREALIZED_PNL
 from services.execute.models import PositionRecord
-from shared.contracts import EmergencyCloseTriggered, Envelope, PositionUpdated
+from shared.contracts import AccountUpdated, EmergencyCloseTriggered, Envelope, PositionUpdated
 from shared.messaging import Broker, topology
 from shared.observability.logging import get_logger
 from shared.redis import Keys
@@ -98,12 +98,15 @@ class Monitor:
 
     # --- the in-memory book ----------------------------------------------------------
 
-    async def reload(self) -> None:
-        """Positions and account from the database and the exchange (after any change)."""
-        account = await self.account.current()
+    async def reload(self, account: AccountUpdated | None = None,
+                     positions: list[PositionRecord] | None = None) -> None:
+        """The open positions and the account: as given (just read), or read now."""
+        if positions is None:
+            positions = await self.engine.open_positions()
+        if account is None:
+            account = await self.account.current(positions)
         self.wallet = account.wallet_balance
         self.day_start_equity = account.day_start_equity
-        positions = await self.engine.open_positions()
         books: dict[str, SymbolBook] = {}
         for record in positions:
             watched = Watched.of(record)
@@ -143,7 +146,7 @@ class Monitor:
         if fills:
             for fill in fills:
                 await self.engine.on_exchange_fill(fill)
-            await self.reload()
+            await self.engine.settled()  # the book among it
         book = self.books.get(symbol)
         if book is None:
             book = self.books[symbol] = SymbolBook()
@@ -193,8 +196,7 @@ class Monitor:
             triggered_at=self.engine.now()) if announce else None
         # Positions a failure left open are tried again on the next tick.
         await self.engine.close_all("emergency", cause)
-        await self.reload()
-        await self.account.publish()
+        await self.engine.settled()
 
     # --- background work -------------------------------------------------------------
 
@@ -232,12 +234,14 @@ class Monitor:
             self._publishing.discard(symbol)
 
     async def housekeeping(self) -> None:
-        """Once a second: auto-close of old positions, stale prices; every
-        ACCOUNT_UPDATE_INTERVAL_S with positions open: `account.updated`."""
+        """Once a second: auto-close of old positions, stale prices, a derived state whose
+        refresh failed; every ACCOUNT_UPDATE_INTERVAL_S with positions open:
+        `account.updated`."""
         last_account = 0.0
         while True:
             await asyncio.sleep(1.0)
             try:
+                self.engine.refresh_soon()
                 await self._auto_close()
                 await self._stale_prices()
                 has_positions = any(b.positions for b in self.books.values())
@@ -256,8 +260,7 @@ class Monitor:
         for p in old:
             await self.engine.close_position(p.position_id, "auto_close")
         if old:
-            await self.reload()
-            await self.account.publish()
+            await self.engine.settled()
 
     async def _stale_prices(self) -> None:
         now = time.monotonic()

@@ -63,8 +63,9 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
     done["orders_resolved"] = await _resolve_pending(engine)
     if any(done.values()):
         log.warning("reconciliation changed the books", **done)
-        await engine._positions_changed()
+        engine.books_changed()
     await engine.send_pending()
+    await engine.settled()
     return done
 
 
@@ -165,8 +166,8 @@ async def _resolve_pending(engine: ExecutionEngine) -> int:
         if found is not None and found.status is OrderStatus.FILLED:
             await engine.on_exchange_fill(found)
         elif found is None or found.status is not OrderStatus.OPEN:
-            await engine._set_status(row.client_order_id, "CANCELED",
+            await engine._set_status([row.client_order_id], "CANCELED",
                                      error="not on the exchange")
         else:
-            await engine._set_status(row.client_order_id, "OPEN")
+            await engine._set_status([row.client_order_id], "OPEN")
     return len(pending)

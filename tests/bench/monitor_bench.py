@@ -190,7 +190,7 @@ async def build(settings: ExecuteSettings, positions: int, housekeeping: bool) -
     engine.on_exchange_fill = _counting(engine.on_exchange_fill, "fill",  # type: ignore[method-assign]
                                         rig.triggered)
     # Wired as app.py wires it, once the positions exist (a reload per opening is O(n²)).
-    engine.on_positions_changed = monitor.reload
+    engine.on_positions_changed = lambda positions: monitor.reload(positions=positions)
     if housekeeping:
         rig.tasks.append(asyncio.create_task(monitor.housekeeping(), name="housekeeping"))
 
@@ -198,6 +198,7 @@ async def build(settings: ExecuteSettings, positions: int, housekeeping: bool) -
         for task in rig.tasks:
             await stop(task)
         await asyncio.gather(*monitor._busy, return_exceptions=True)
+        await engine.aclose()
         await exchange.close()
         await broker.close()
         await redis.aclose()

@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from services.execute.engine import client_order_id
 from services.execute.exchange.base import OrderSide, OrderType
 from services.execute.models import OrderRecord, PaperOrder
 from services.execute.reconcile import reconcile
@@ -60,12 +59,14 @@ def plan(symbol: str = "BTCUSDT", price: float = 43123.5, quantity: float = 0.09
         risk_at_stop=quantity * price * 0.02)
 
 
-def approval(order: OrderPlan, signal_id: str | None = None) -> Envelope:
+def approval(order: OrderPlan, signal_id: str | None = None, reverse: bool = False
+             ) -> Envelope:
     signal_id = signal_id or str(uuid.uuid4())
     signal = Signal(signal_id=signal_id, symbol=order.symbol, action=Action(order.side),
                     price=order.price, confidence=0.9, strategy="test",
                     received_at=datetime.now(UTC))
-    payload = TradeApproved(signal=signal, verdict=Verdict(approved=True, order=order),
+    payload = TradeApproved(signal=signal,
+                            verdict=Verdict(approved=True, order=order, reverse=reverse),
                             decided_at=datetime.now(UTC))
     return Envelope.wrap(payload, producer="risk", correlation_id=signal_id,
                          message_id=str(uuid.uuid5(uuid.UUID(signal_id), "risk.verdict")))
@@ -91,17 +92,32 @@ async def test_the_same_approval_three_times_places_one_order(make_execute, brok
         assert len(await execute.positions()) == 1
 
 
+class Crash(Exception):
+    """Where a SIGKILL would stop EXECUTE."""
+
+
+def dies_sending_the_entry(engine, *, after_the_exchange_filled_it: bool) -> None:
+    """The process dies in the entry's call to the exchange: before the exchange got it, or
+    after it filled but before its answer was recorded. The approval is not acked."""
+    send = engine.exchange.create_market_order
+
+    async def dying(**order):
+        if after_the_exchange_filled_it:
+            await send(**order)
+        raise Crash
+
+    engine.exchange.create_market_order = dying
+
+
 async def test_a_crash_after_sending_leaves_one_order_and_one_position(make_execute, broker):
-    """The state a SIGKILL leaves between the exchange's fill and our bookkeeping: the order
-    row SUBMITTED, the exchange holding the filled order, the approval not acked."""
     message = approval(plan())
     signal_id = message.correlation_id
-    cid = client_order_id(signal_id)
     async with make_execute() as execute:
-        engine = execute.app.state.engine
         await execute.tick("BTCUSDT", 43123.5)
-        await engine._entry_order(cid, signal_id, plan())  # intent written, sent, answered
-        await engine._set_status(cid, "SUBMITTED")  # … but the answer was never recorded
+        dies_sending_the_entry(execute.app.state.engine, after_the_exchange_filled_it=True)
+        with pytest.raises(Crash):
+            await execute.app.state.engine.open_position(signal_id, plan())
+        assert await count(execute, OrderRecord, OrderRecord.status == "SUBMITTED") == 1
     async with make_execute() as restarted:  # the restart: the approval comes again
         await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
         await until(restarted.positions, what="the position after the restart")
@@ -110,6 +126,53 @@ async def test_a_crash_after_sending_leaves_one_order_and_one_position(make_exec
         assert len(await restarted.positions()) == 1
         assert await count(restarted, OrderRecord, OrderRecord.status == "FILLED",
                            OrderRecord.purpose == "entry") == 1
+
+
+async def test_a_crash_before_sending_never_sends_the_entry_again(make_execute, broker):
+    """The row is committed SUBMITTED before the exchange is called: after a crash in
+    between, the exchange is asked, never sent the order again; not there, it is rejected."""
+    message = approval(plan())
+    signal_id = message.correlation_id
+    async with make_execute() as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        dies_sending_the_entry(execute.app.state.engine, after_the_exchange_filled_it=False)
+        with pytest.raises(Crash):
+            await execute.app.state.engine.open_position(signal_id, plan())
+    async with make_execute() as restarted:
+        await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
+
+        async def rejected():
+            return await count(restarted, OrderRecord, OrderRecord.status == "REJECTED",
+                               OrderRecord.error == "not received by the exchange")
+
+        await until(rejected, what="the entry resolved as never received")
+        assert await count(restarted, PaperOrder) == 0
+        assert await restarted.positions() == []
+
+
+# --- protection ------------------------------------------------------------------------
+
+async def test_a_stop_that_cannot_be_placed_closes_the_position_and_its_target(
+        make_execute, amqp):
+    async with make_execute() as execute:
+        engine = execute.app.state.engine
+        await engine.exchange.on_tick("BTCUSDT", 43123.5, 43123.5)
+        # A long's stop above the mark: the exchange refuses it, it would trigger at once.
+        unprotectable = plan().model_copy(update={"stop_loss": 43200.0})
+        position = await engine.open_position("no-stop", unprotectable)
+        [closed] = await execute.positions("closed")
+        resting = await engine.exchange.fetch_open_orders()
+        orders = (await execute.client.get("/orders", headers=KEY)).json()
+        alerts = [body(m)["payload"] for m in await drain(amqp, "notify_events", settle_s=1.0)
+                  if body(m)["type"] == "execution.alert"]
+    assert (closed["position_id"], closed["close_reason"]) == (position.position_id,
+                                                               "unprotected")
+    assert resting == []
+    assert {o["purpose"]: o["status"] for o in orders} == {
+        "entry": "FILLED", "stop_loss": "CANCELED", "take_profit": "CANCELED",
+        "close": "FILLED"}
+    assert [(a["code"], a["severity"]) for a in alerts] == [
+        ("UNPROTECTED_POSITION_CLOSED", "critical")]
 
 
 # --- reconciliation --------------------------------------------------------------------
@@ -184,6 +247,7 @@ async def test_partial_take_profit_closes_half_and_moves_the_stop_to_entry(make_
         await execute.tick("BTCUSDT", 43123.5)
         await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
         [position] = await until(execute.positions)
+        await execute.app.state.engine.settled()  # the monitor's book has it
         await execute.tick("BTCUSDT", 43750.0, mark=43750.0)
 
         async def halved():
@@ -225,6 +289,7 @@ async def test_the_emergency_close_closes_everything_and_risk_halts(
             return len(await execute.positions()) == 2
 
         await until(two_open)
+        await execute.app.state.engine.settled()  # the monitor's book has them
         await execute.tick("BTCUSDT", 42950.0, mark=42950.0)  # −16 USDT: past 0.1% of 10 000
 
         async def all_closed():
@@ -292,6 +357,7 @@ async def test_after_ten_closed_trades_brains_kelly_uses_the_history(
                 return len(await execute.positions("closed")) == n
 
             await until(flat, what=f"trade {i + 1} closed")
+        await execute.app.state.engine.settled()  # refreshed behind the close
         redis = Redis.from_url(REDIS_URL, decode_responses=True)
         performance = await redis.hgetall(redis_prefix + "performance")
         await redis.aclose()
@@ -330,6 +396,7 @@ async def test_the_legs_of_a_position_add_up_to_its_result(make_execute, broker,
         await execute.tick("BTCUSDT", 43123.5)
         await broker.publish(approval(plan()), topology.RISK_MANAGEMENT.name, "trade.execute")
         [position] = await protected_positions(execute)
+        await execute.app.state.engine.settled()  # the monitor's book has it
         await execute.tick("BTCUSDT", 43750.0, mark=43750.0)
 
         async def halved():
