@@ -42,6 +42,7 @@ class Outcome:
     decided_at: datetime | None = None
     entry_orders: int = 0  # our entry orders for the signal
     filled_at: datetime | None = None  # when its entry order was filled
+    entry_rejected_at: datetime | None = None  # when EXECUTE or the exchange refused it
     positions: int = 0
     exchange_orders: int = 0  # the paper exchange's orders for those entry orders
 
@@ -54,6 +55,8 @@ class Outcome:
             return f"RISK_REJECTED:{self.rejection}"
         if self.approved and self.filled_at and self.positions:
             return "POSITION"
+        if self.approved and self.entry_rejected_at:
+            return "ORDER_REJECTED"
         return None
 
     @property
@@ -62,7 +65,8 @@ class Outcome:
 
     @property
     def settled_at(self) -> datetime | None:
-        return {"HOLD": self.received_at, "REJECT": self.received_at, "POSITION": self.filled_at
+        return {"HOLD": self.received_at, "REJECT": self.received_at, "POSITION": self.filled_at,
+                "ORDER_REJECTED": self.entry_rejected_at,
                 }.get(self.final or "", self.decided_at if self.final else None)
 
     def problems(self) -> list[str]:
@@ -125,6 +129,8 @@ async def outcomes(database_url: str, signal_ids: list[str]) -> dict[str, Outcom
         outcome.exchange_orders += at_exchange
         if status == "FILLED":
             outcome.filled_at = updated_at
+        elif status == "REJECTED":
+            outcome.entry_rejected_at = updated_at
     for signal_id, count in Counter(row[0] for row in rows["positions"]).items():
         found[signal_id].positions = count
     return found

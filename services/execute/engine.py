@@ -198,13 +198,21 @@ class ExecutionEngine:
         signal, verdict = approved.signal, approved.verdict
         async with self._approval_locks[signal.symbol]:
             if verdict.close:
-                await self._close_symbol(signal.symbol, "signal")
+                await self._close_symbol(signal.symbol, "signal", reference_price=signal.price)
             else:
-                assert verdict.order is not None
-                if verdict.reverse:
-                    opposite = "short" if verdict.order.side == "long" else "long"
-                    await self._close_symbol(signal.symbol, "signal", side=opposite)
-                await self._open(signal.signal_id, verdict.order)
+                order = verdict.order
+                assert order is not None
+                opposite = "short" if order.side == "long" else "long"
+                # A redelivered reversal whose entry is written already closed its opposite.
+                if verdict.reverse and not await self._entry_written(signal.signal_id) \
+                        and not await self._close_symbol(signal.symbol, "signal", side=opposite,
+                                                         reference_price=order.price):
+                    # Opening beside a position still open would hold both sides of a
+                    # symbol (the exchange, one-way, would net them): the entry is refused.
+                    await self._refuse_entry(signal.signal_id, order,
+                                             f"the {opposite} position could not be closed")
+                else:
+                    await self._open(signal.signal_id, order)
         await self._done()
         await self.settled()
 
@@ -221,13 +229,7 @@ class ExecutionEngine:
             async with self.sessions.begin() as session:
                 row = await session.get(OrderRecord, cid)
                 if row is None:
-                    now = self.now()
-                    row = OrderRecord(
-                        client_order_id=cid, signal_id=signal_id, position_id=cid,
-                        purpose="entry", symbol=plan.symbol, side=entry_side(plan.side).value,
-                        type="MARKET", quantity=plan.quantity, price=plan.price,
-                        stop_price=None, reduce_only=False, status="NEW", filled_quantity=0.0,
-                        fee=0.0, created_at=now, updated_at=now)
+                    row = self._entry_row(signal_id, plan, "NEW")
                     session.add(row)
                 # Committed SUBMITTED before it is sent, in the transaction that writes it: a
                 # crash before the commit leaves nothing, one after it is resolved by asking
@@ -251,6 +253,32 @@ class ExecutionEngine:
             if position is not None:
                 await self._protect_locked(position.position_id)
         return position
+
+    def _entry_row(self, signal_id: str, plan: OrderPlan, status: str,
+                   error: str | None = None) -> OrderRecord:
+        now = self.now()
+        cid = client_order_id(signal_id)
+        return OrderRecord(
+            client_order_id=cid, signal_id=signal_id, position_id=cid, purpose="entry",
+            symbol=plan.symbol, side=entry_side(plan.side).value, type="MARKET",
+            quantity=plan.quantity, price=plan.price, stop_price=None, reduce_only=False,
+            status=status, filled_quantity=0.0, fee=0.0, error=error, created_at=now,
+            updated_at=now)
+
+    async def _entry_written(self, signal_id: str) -> bool:
+        async with self.sessions() as session:
+            return await session.get(OrderRecord, client_order_id(signal_id)) is not None
+
+    async def _refuse_entry(self, signal_id: str, plan: OrderPlan, error: str) -> None:
+        """The approved entry recorded REJECTED, never sent: RISK frees its reservation and
+        the trader is told (`order.rejected`)."""
+        async with self.lock, self.sessions.begin() as session:
+            if await session.get(OrderRecord, client_order_id(signal_id)) is not None:
+                return
+            row = self._entry_row(signal_id, plan, "REJECTED", error)
+            session.add(row)
+            self._stage_order(session, row)
+        log.warning("entry refused", signal_id=signal_id, symbol=plan.symbol, error=error)
 
     async def _send(self, cid: str, send: Callable[[], Any]) -> ExchangeOrder | None:
         """Sends an order whose row is committed SUBMITTED."""
@@ -457,16 +485,23 @@ class ExecutionEngine:
             position = await session.get(PositionRecord, position_id)
         return position if position is not None and position.status == "open" else None
 
-    async def _close_symbol(self, symbol: str, reason: str, side: str | None = None) -> None:
+    async def _close_symbol(self, symbol: str, reason: str, side: str | None = None,
+                            reference_price: float | None = None) -> bool:
+        """Closes the symbol's positions (of `side`); True if none of them is left open."""
+        closed = True
         async with self.lock:
             for position in await self.open_positions(symbol):
                 if side is None or position.side == side:
-                    await self._close_locked(position, reason)
+                    closed &= await self._close_locked(
+                        position, reason, reference_price=reference_price) is not None
+        return closed
 
     async def _close_locked(self, position: PositionRecord, reason: str, fraction: float = 1.0,
-                            alert: bool = False) -> Closed | None:
+                            alert: bool = False, reference_price: float | None = None
+                            ) -> Closed | None:
         """A reduce-only market order for an open position read under the lock (or for a
-        fraction of it), committed SUBMITTED before it is sent."""
+        fraction of it), committed SUBMITTED before it is sent. `reference_price`: the
+        signal's, for a paper exchange that has no tick yet."""
         position_id, symbol = position.position_id, position.symbol
         async with self.sessions.begin() as session:
             count = await session.scalar(select(func.count()).select_from(OrderRecord).where(
@@ -486,7 +521,7 @@ class ExecutionEngine:
             session.add(order)
         fill = await self._send(cid, lambda: self.exchange.create_market_order(
             symbol=symbol, side=exit_side(position.side), quantity=quantity,
-            client_order_id=cid, reduce_only=True))
+            client_order_id=cid, reduce_only=True, reference_price=reference_price))
         if fill is None:
             return None
         return await self._record_exit(fill, reason, alert=alert, ours=(order, position))

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from sqlalchemy import event, select
 
 from services.execute.engine import client_order_id
-from services.execute.models import AccountSnapshot, OrderRecord
+from services.execute.exchange.base import OrderSide
+from services.execute.models import AccountSnapshot, OrderRecord, PositionRecord
 from shared.messaging import topology
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY
@@ -69,6 +70,30 @@ async def test_a_reversal_closes_cancels_the_old_protection_and_opens_protected(
     assert {o.client_order_id for o in resting} == {short["position_id"] + "-sl",
                                                     short["position_id"] + "-tp"}
     assert int(performance["total_trades"]) == 1
+
+
+async def test_a_reversal_whose_close_is_refused_opens_nothing_beside_it(make_execute):
+    """The long was closed on the exchange behind EXECUTE's back: the reversal's reduce-only
+    close is refused (-2022), so its entry is refused too, rather than holding both sides."""
+    async with make_execute() as execute:
+        engine = execute.app.state.engine
+        await execute.tick("BTCUSDT", 43123.5)
+        await engine.on_approved(approval(plan()).open())
+        [long] = await engine.open_positions()
+        await engine.exchange.create_market_order(
+            symbol="BTCUSDT", side=OrderSide.SELL, quantity=long.quantity,
+            client_order_id="closed-by-hand", reduce_only=True)
+        short = approval(plan(side="short"), reverse=True).open()
+        await engine.on_approved(short)
+        await engine.on_approved(short)  # redelivered: refused still, nothing sent
+
+        async with engine.sessions() as session:
+            entry = await session.get(OrderRecord, client_order_id(short.signal.signal_id))
+            positions = (await session.scalars(select(PositionRecord))).all()
+        at_exchange = await engine.exchange.fetch_positions()
+    assert (entry.status, entry.error) == ("REJECTED", "the long position could not be closed")
+    assert [(p.side, p.status) for p in positions] == [("long", "open")]
+    assert at_exchange == []
 
 
 async def test_the_derived_state_follows_the_entry_of_a_reversal(make_execute):

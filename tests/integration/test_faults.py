@@ -3,8 +3,8 @@
 webhook, ticks into Redis the way the market feed writes them). During a burst of alerts one
 thing fails: a service is SIGKILLed (the supervisor starts it again), or RabbitMQ, Redis or
 PostgreSQL is restarted. Afterwards every alert BRAIN accepted (202) must have exactly one
-outcome (HOLD, REJECT, a risk rejection or a position), no order doubled at the exchange,
-nothing lost; and the system must recover within 10 s.
+outcome (HOLD, REJECT, a risk rejection, a position or an entry the exchange refused), no
+order doubled at the exchange, nothing lost; and the system must recover within 10 s.
 
 Recovery is measured from the end of the fault (the kill; the infrastructure answering again
 after its restart) to the later of: every service healthy again, and every alert accepted
