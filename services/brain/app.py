@@ -21,6 +21,9 @@ from shared.redis import Keys, create_redis
 
 log = get_logger(__name__)
 
+# Publishes of concurrent webhooks, spread over channels, go out together (see Broker).
+PUBLISH_CHANNELS = 8
+
 
 def create_app(settings: BrainSettings | None = None) -> FastAPI:
     settings = settings or BrainSettings()
@@ -29,7 +32,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.webhook_secret is None or is_placeholder(settings.webhook_secret):
             log.warning("WEBHOOK_SECRET is not set: every webhook will be refused with 401")
-        broker = Broker(settings, producer="brain")
+        broker = Broker(settings, producer="brain", publish_channels=PUBLISH_CHANNELS)
         broker.start()
         redis = create_redis(settings)
         engine = create_engine(settings.database_url.get_secret_value())
@@ -40,17 +43,17 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
             redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
         )
         relay = asyncio.create_task(pipeline.run_relay(), name="outbox-relay")
-        marks = asyncio.create_task(pipeline.run_marks(), name="published-marks")
+        published = asyncio.create_task(pipeline.run_published(), name="published-signals")
         log.info("BRAIN ready", webhook=f"http://localhost:{settings.brain_port}/webhook",
                  docs=f"http://localhost:{settings.brain_port}/docs")
         try:
             yield
         finally:
-            for task in (relay, marks):
+            for task in (relay, published):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await pipeline.mark_published()
+            await pipeline.record_published()
             await broker.close()
             await redis.aclose()
             await engine.dispose()

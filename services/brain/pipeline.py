@@ -2,8 +2,9 @@
 
 The row is written before the publish and marked published after it (a transactional
 outbox): if the process dies in between, the outbox relay publishes it again at start-up or
-on its next round, under the same message ids, so consumers see it once. Marks are written in
-batches, off the webhook's path: one lost in a crash only makes the relay re-send, harmlessly.
+on its next round, under the same message ids, so consumers see it once. Rows are inserted
+in batches (a group commit); marks and `signal:stream` entries are written in batches too, off
+the webhook's path: a mark lost in a crash only makes the relay re-send, harmlessly.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.brain.analysis import analyze, to_signal
+from services.brain.batching import BatchInserter
 from services.brain.context import AccountContext
 from services.brain.intake import Alert, idempotency_key, signal_id_for, stored_key
 from services.brain.metrics import SIGNAL_SCORE, SIGNALS
@@ -97,8 +99,9 @@ class SignalPipeline:
             redis, self.keys, settings.positions_cache_s, settings.performance_cache_s
         )
         self._release_claim = redis.register_script(_RELEASE_CLAIM)
-        self._to_mark: list[str] = []  # published, not yet marked so
-        self._marks_due = asyncio.Event()
+        self._signals = BatchInserter(sessions, SignalRecord.__table__)
+        self._published: list[SignalAnalyzed] = []  # not yet streamed nor marked published
+        self._published_due = asyncio.Event()
 
     async def analyze(self, alert: Alert, signal_id: str | None = None) -> SignalAnalyzed:
         signal = to_signal(alert, signal_id or "", datetime.now(UTC))
@@ -150,9 +153,8 @@ class SignalPipeline:
         # duplicate, and the outbox relay publishes the analysis again under the same ids.
         await self.broker.publish(*analysed)
 
-        self._to_mark.append(signal_id)
-        self._marks_due.set()
-        await self._append_to_stream(analysis)
+        self._published.append(analysis)
+        self._published_due.set()
         SIGNALS.labels(analysis.decision.value).inc()
         if analysis.scores is not None:
             SIGNAL_SCORE.observe(analysis.scores.phoenix95)
@@ -164,25 +166,23 @@ class SignalPipeline:
         self, analysis: SignalAnalyzed, stored: str, raw: dict[str, Any], source_ip: str | None
     ) -> None:
         signal = analysis.signal
-        async with self.sessions.begin() as session:
-            # A plain INSERT: the ORM's unit of work costs more than the write, per webhook.
-            await session.execute(insert(SignalRecord).values(
-                signal_id=signal.signal_id,
-                idempotency_key=stored,
-                symbol=signal.symbol,
-                action=signal.action.value,
-                price=signal.price,
-                strategy=signal.strategy,
-                timeframe=signal.timeframe,
-                alert_id=signal.alert_id,
-                sent_at=signal.sent_at,
-                received_at=signal.received_at,
-                source_ip=source_ip,
-                decision=analysis.decision.value,
-                phoenix95_score=analysis.scores.phoenix95 if analysis.scores else None,
-                raw=raw,
-                analysis=analysis.model_dump(mode="json"),
-            ))
+        await self._signals.insert(dict(
+            signal_id=signal.signal_id,
+            idempotency_key=stored,
+            symbol=signal.symbol,
+            action=signal.action.value,
+            price=signal.price,
+            strategy=signal.strategy,
+            timeframe=signal.timeframe,
+            alert_id=signal.alert_id,
+            sent_at=signal.sent_at,
+            received_at=signal.received_at,
+            source_ip=source_ip,
+            decision=analysis.decision.value,
+            phoenix95_score=analysis.scores.phoenix95 if analysis.scores else None,
+            raw=raw,
+            analysis=analysis.model_dump(mode="json"),
+        ))
 
     async def _publish(self, analysis: SignalAnalyzed) -> None:
         """The received event first, the analysis last: if the first fails, RISK saw nothing."""
@@ -217,26 +217,35 @@ class SignalPipeline:
             # Published already; the relay will re-send them under the same ids, harmlessly.
             log.warning("published signals not marked", count=len(signal_ids), error=str(exc))
 
-    async def mark_published(self) -> None:
-        """Marks every signal published since the last call, in one statement."""
-        self._marks_due.clear()
-        signal_ids, self._to_mark = self._to_mark, []
-        if signal_ids:
-            await self._mark_published(signal_ids)
+    async def record_published(self) -> None:
+        """Streams every signal published since the last call, then marks them published, each
+        in one round trip."""
+        self._published_due.clear()
+        published, self._published = self._published, []
+        if published:
+            await self._append_to_stream(published)
+            await self._mark_published([analysis.signal.signal_id for analysis in published])
 
-    async def run_marks(self) -> None:
-        while True:
-            await self._marks_due.wait()
-            await self.mark_published()
+    async def run_published(self) -> None:
+        this = asyncio.current_task()
+        # Not `while True`: a Redis call can swallow the task's cancellation (redis-py's
+        # asyncio.wait_for on Python 3.11, CPython gh-86296), and shutdown waits for the loop.
+        while this is not None and not this.cancelling():
+            await self._published_due.wait()
+            await self.record_published()
 
-    async def _append_to_stream(self, analysis: SignalAnalyzed) -> None:
+    async def _append_to_stream(self, published: list[SignalAnalyzed]) -> None:
         try:
-            await self.redis.xadd(
-                self.keys("signal", "stream"),
-                {"signal_id": analysis.signal.signal_id, "symbol": analysis.signal.symbol,
-                 "decision": analysis.decision.value, "analysis": analysis.model_dump_json()},
-                maxlen=SIGNAL_STREAM_MAXLEN, approximate=True,
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for analysis in published:
+                    pipe.xadd(
+                        self.keys("signal", "stream"),
+                        {"signal_id": analysis.signal.signal_id, "symbol": analysis.signal.symbol,
+                         "decision": analysis.decision.value,
+                         "analysis": analysis.model_dump_json()},
+                        maxlen=SIGNAL_STREAM_MAXLEN, approximate=True,
+                    )
+                await pipe.execute()
         except Exception as exc:
             # The stream is real-time data, fine to lose; the analysis went out on RabbitMQ.
             log.warning("signal:stream append failed", error=str(exc))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from urllib.parse import quote
 
 import aio_pika
@@ -51,14 +52,21 @@ class Broker:
 
     Reconnects by itself (aio-pika's robust connection); while it is down, `connected` is false
     and publishing raises `BrokerUnavailableError` at once instead of waiting.
+
+    A channel sends one publish at a time (aiormq holds its lock until the frame is written), so
+    a service publishing for many concurrent requests can spread them over `publish_channels`
+    channels, taken in turn. Each publish still waits for its own confirm; two publishes are
+    only ordered if the second starts after the first returned.
     """
 
-    def __init__(self, settings: Settings, producer: str) -> None:
+    def __init__(self, settings: Settings, producer: str, publish_channels: int = 1) -> None:
         self.settings = settings
         self.producer = producer
+        self.publish_channels = publish_channels
         self.connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractRobustExchange] = {}
+        self._exchanges: list[dict[str, AbstractRobustExchange]] = []  # per publishing channel
+        self._turns = itertools.count()
         self._connecting: asyncio.Task[None] | None = None
         self._ready = False
 
@@ -91,13 +99,18 @@ class Broker:
             reconnect_interval=self.settings.amqp_reconnect_interval_s,
             client_properties={"connection_name": self.producer},
         )
-        self._channel = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
+        channels = [
+            await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+            for _ in range(self.publish_channels)
+        ]
+        self._channel = channels[0]
         await declare_topology(self._channel)
-        for exchange in topology.EXCHANGES:
-            # Passive lookups: the robust channel re-declares them after a reconnect.
-            self._exchanges[exchange.name] = await self._channel.get_exchange(exchange.name)
+        # Passive lookups: the robust channels re-declare them after a reconnect.
+        self._exchanges = [
+            {exchange.name: await channel.get_exchange(exchange.name)
+             for exchange in topology.EXCHANGES}
+            for channel in channels
+        ]
         self._ready = True  # only now can anything be published
 
     async def channel(self, prefetch: int) -> AbstractRobustChannel:
@@ -141,7 +154,8 @@ class Broker:
             raise BrokerUnavailableError("RabbitMQ is not connected")
         try:
             async with asyncio.timeout(self.settings.amqp_publish_timeout_s):
-                await self._exchanges[exchange].publish(message, routing_key, mandatory=True)
+                exchanges = self._exchanges[next(self._turns) % len(self._exchanges)]
+                await exchanges[exchange].publish(message, routing_key, mandatory=True)
         except (AMQPError, ConnectionError, TimeoutError, RuntimeError) as exc:
             PUBLISHED.labels(exchange, "failed").inc()
             raise BrokerUnavailableError(
@@ -156,5 +170,5 @@ class Broker:
                 await self._connecting
         if self.connection is not None:
             await self.connection.close()
-        self.connection, self._channel, self._exchanges = None, None, {}
+        self.connection, self._channel, self._exchanges = None, None, []
         self._ready = False

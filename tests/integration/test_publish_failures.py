@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 from services.brain.intake import Alert, idempotency_key
-from shared.messaging import topology
+from shared.config import Settings
+from shared.contracts import Envelope
+from shared.messaging import Broker, BrokerUnavailableError, topology
 from shared.messaging.broker import declare_topology
-from tests.conftest import REDIS_URL
+from tests.conftest import AMQP_URL, REDIS_URL
 from tests.integration.conftest import API_KEY, alert
 from tests.integration.helpers import body, drain
 
@@ -61,3 +64,24 @@ async def test_analysis_refused_is_kept_and_relayed_once(make_brain, amqp):
         assert await drain(amqp, "signal_processing", settle_s=0.7) == []
         listed = await brain.client.get("/signals", headers={"X-API-Key": API_KEY})
         assert [s["published"] for s in listed.json()] == [True]
+
+
+async def test_publishes_spread_over_channels_are_each_confirmed_or_refused(vhost, amqp):
+    broker = Broker(Settings(_env_file=None, amqp_url=AMQP_URL, amqp_vhost=vhost), "test",
+                    publish_channels=4)
+    await broker.connect()
+
+    def envelope(i: int) -> Envelope:
+        return Envelope(type="test", correlation_id=str(i), producer="test", payload={"i": i})
+
+    try:
+        await asyncio.gather(*(broker.publish(envelope(i), topology.ANALYSIS.name,
+                                              topology.SIGNAL_HOLD) for i in range(40)))
+        delivered = await drain(amqp, "notify_events", expect=40)
+        # Channels are taken in turn: one unroutable publish on each, each refused.
+        for i in range(4):
+            with pytest.raises(BrokerUnavailableError):
+                await broker.publish(envelope(i), topology.ANALYSIS.name, "routed-nowhere")
+    finally:
+        await broker.close()
+    assert sorted(body(m)["payload"]["i"] for m in delivered) == list(range(40))
