@@ -70,6 +70,20 @@ def make_brain(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any
 
 
 @pytest.fixture
+def make_execute(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any
+                 ) -> Callable[..., Any]:
+    """Builds a running EXECUTE with settings overrides: `async with make_execute(**kw)`."""
+    # Imported here: execute_fixtures imports this module.
+    from tests.integration.execute_fixtures import execute_settings, running_execute
+
+    def factory(clock: Callable[[], Any] | None = None, **overrides: Any) -> Any:
+        settings = execute_settings(vhost, redis_prefix, sqlite_url, **overrides)
+        return running_execute(settings, clock=clock)
+
+    return factory
+
+
+@pytest.fixture
 async def brain(make_brain: Callable[..., Any]) -> AsyncIterator[Brain]:
     async with make_brain() as running:
         yield running

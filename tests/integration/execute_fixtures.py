@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,9 +13,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
+from sqlalchemy import func, select
 
 from services.execute.app import create_app
 from services.execute.settings import ExecuteSettings
+from shared.contracts import Action, Envelope, OrderPlan, Signal, TradeApproved, Verdict
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY, infrastructure
 
@@ -86,3 +89,33 @@ async def protected_positions(execute: Execute) -> list[dict[str, Any]]:
         return None
 
     return await until(ready, what="protected positions")
+
+
+def plan(symbol: str = "BTCUSDT", price: float = 43123.5, quantity: float = 0.092,
+         side: str = "long") -> OrderPlan:
+    s = 1 if side == "long" else -1
+    return OrderPlan(
+        symbol=symbol, side=side, quantity=quantity, price=price,
+        notional=quantity * price, margin=quantity * price / 20, leverage=20,
+        stop_loss=round(price * (1 - s * 0.02), 1), take_profit=round(price * (1 + s * 0.02), 1),
+        liquidation_price=round(price * (1 - s * 0.046), 1), maintenance_margin_rate=0.004,
+        maintenance_amount=0.0, distance_to_liquidation=0.046,
+        risk_at_stop=quantity * price * 0.02)
+
+
+def approval(order: OrderPlan, signal_id: str | None = None, reverse: bool = False
+             ) -> Envelope:
+    signal_id = signal_id or str(uuid.uuid4())
+    signal = Signal(signal_id=signal_id, symbol=order.symbol, action=Action(order.side),
+                    price=order.price, confidence=0.9, strategy="test",
+                    received_at=datetime.now(UTC))
+    payload = TradeApproved(signal=signal,
+                            verdict=Verdict(approved=True, order=order, reverse=reverse),
+                            decided_at=datetime.now(UTC))
+    return Envelope.wrap(payload, producer="risk", correlation_id=signal_id,
+                         message_id=str(uuid.uuid5(uuid.UUID(signal_id), "risk.verdict")))
+
+
+async def count(execute, model, *where) -> int:
+    async with execute.app.state.engine.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(model).where(*where)) or 0

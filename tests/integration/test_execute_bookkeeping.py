@@ -18,19 +18,14 @@ from shared.messaging import topology
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY
 from tests.integration.execute_fixtures import (
-    execute_settings,
+    approval,
+    count,
+    plan,
     protected_positions,
-    running_execute,
     until,
 )
-from tests.integration.test_execute_guarantees import approval, count, plan
 
 KEY = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def make_execute(vhost, redis_prefix, sqlite_url, amqp):
-    return lambda: running_execute(execute_settings(vhost, redis_prefix, sqlite_url))
 
 
 async def redis_hash(execute, key: str) -> dict[str, str]:

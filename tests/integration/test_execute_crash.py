@@ -19,8 +19,8 @@ from shared.messaging import topology
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.fakes.binance import API_KEY, SECRET, Failure, FakeBinance, brackets
 from tests.integration.conftest import API_KEY as PHOENIX95_API_KEY
+from tests.integration.execute_fixtures import approval, plan
 from tests.integration.serving import free_port
-from tests.integration.test_execute_guarantees import approval, plan
 
 ORDER = "/fapi/v1/order"
 

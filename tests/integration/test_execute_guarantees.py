@@ -4,30 +4,24 @@ broker, Redis and database; RISK in-process where its reaction matters)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select
 
 from services.execute.exchange.base import OrderSide, OrderType
 from services.execute.models import OrderRecord, PaperOrder
 from services.execute.reconcile import reconcile
-from shared.contracts import (
-    Action,
-    Envelope,
-    OrderPlan,
-    Signal,
-    TradeApproved,
-    Verdict,
-)
+from shared.contracts import Envelope
 from shared.messaging import topology
 from tests.conftest import REDIS_URL
 from tests.integration.conftest import API_KEY, brain_settings, running_brain
 from tests.integration.execute_fixtures import (
+    approval,
+    count,
     execute_settings,
+    plan,
     protected_positions,
     running_execute,
     until,
@@ -36,45 +30,6 @@ from tests.integration.helpers import body, drain
 from tests.integration.risk_fixtures import risk_settings, running_risk
 
 KEY = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def make_execute(vhost, redis_prefix, sqlite_url, amqp):
-    def factory(clock=None, **overrides):
-        return running_execute(execute_settings(vhost, redis_prefix, sqlite_url, **overrides),
-                               clock=clock)
-
-    return factory
-
-
-def plan(symbol: str = "BTCUSDT", price: float = 43123.5, quantity: float = 0.092,
-         side: str = "long") -> OrderPlan:
-    s = 1 if side == "long" else -1
-    return OrderPlan(
-        symbol=symbol, side=side, quantity=quantity, price=price,
-        notional=quantity * price, margin=quantity * price / 20, leverage=20,
-        stop_loss=round(price * (1 - s * 0.02), 1), take_profit=round(price * (1 + s * 0.02), 1),
-        liquidation_price=round(price * (1 - s * 0.046), 1), maintenance_margin_rate=0.004,
-        maintenance_amount=0.0, distance_to_liquidation=0.046,
-        risk_at_stop=quantity * price * 0.02)
-
-
-def approval(order: OrderPlan, signal_id: str | None = None, reverse: bool = False
-             ) -> Envelope:
-    signal_id = signal_id or str(uuid.uuid4())
-    signal = Signal(signal_id=signal_id, symbol=order.symbol, action=Action(order.side),
-                    price=order.price, confidence=0.9, strategy="test",
-                    received_at=datetime.now(UTC))
-    payload = TradeApproved(signal=signal,
-                            verdict=Verdict(approved=True, order=order, reverse=reverse),
-                            decided_at=datetime.now(UTC))
-    return Envelope.wrap(payload, producer="risk", correlation_id=signal_id,
-                         message_id=str(uuid.uuid5(uuid.UUID(signal_id), "risk.verdict")))
-
-
-async def count(execute, model, *where) -> int:
-    async with execute.app.state.engine.sessions() as session:
-        return await session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 # --- exactly once --------------------------------------------------------------------
@@ -96,28 +51,30 @@ class Crash(Exception):
     """Where a SIGKILL would stop EXECUTE."""
 
 
-def dies_sending_the_entry(engine, *, after_the_exchange_filled_it: bool) -> None:
-    """The process dies in the entry's call to the exchange: before the exchange got it, or
-    after it filled but before its answer was recorded. The approval is not acked."""
-    send = engine.exchange.create_market_order
+async def crash_sending_the_entry(make_execute, *, after_the_exchange_filled_it: bool
+                                  ) -> Envelope:
+    """EXECUTE dies in the entry's call to the exchange: before the exchange got it, or after
+    it filled but before its answer was recorded. Returns the approval, never acked."""
+    message = approval(plan())
+    async with make_execute() as execute:
+        await execute.tick("BTCUSDT", 43123.5)
+        engine = execute.app.state.engine
+        send = engine.exchange.create_market_order
 
-    async def dying(**order):
-        if after_the_exchange_filled_it:
-            await send(**order)
-        raise Crash
+        async def dying(**order):
+            if after_the_exchange_filled_it:
+                await send(**order)
+            raise Crash
 
-    engine.exchange.create_market_order = dying
+        engine.exchange.create_market_order = dying
+        with pytest.raises(Crash):
+            await engine.open_position(message.correlation_id, plan())
+        assert await count(execute, OrderRecord, OrderRecord.status == "SUBMITTED") == 1
+    return message
 
 
 async def test_a_crash_after_sending_leaves_one_order_and_one_position(make_execute, broker):
-    message = approval(plan())
-    signal_id = message.correlation_id
-    async with make_execute() as execute:
-        await execute.tick("BTCUSDT", 43123.5)
-        dies_sending_the_entry(execute.app.state.engine, after_the_exchange_filled_it=True)
-        with pytest.raises(Crash):
-            await execute.app.state.engine.open_position(signal_id, plan())
-        assert await count(execute, OrderRecord, OrderRecord.status == "SUBMITTED") == 1
+    message = await crash_sending_the_entry(make_execute, after_the_exchange_filled_it=True)
     async with make_execute() as restarted:  # the restart: the approval comes again
         await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
         await until(restarted.positions, what="the position after the restart")
@@ -131,13 +88,7 @@ async def test_a_crash_after_sending_leaves_one_order_and_one_position(make_exec
 async def test_a_crash_before_sending_never_sends_the_entry_again(make_execute, broker):
     """The row is committed SUBMITTED before the exchange is called: after a crash in
     between, the exchange is asked, never sent the order again; not there, it is rejected."""
-    message = approval(plan())
-    signal_id = message.correlation_id
-    async with make_execute() as execute:
-        await execute.tick("BTCUSDT", 43123.5)
-        dies_sending_the_entry(execute.app.state.engine, after_the_exchange_filled_it=False)
-        with pytest.raises(Crash):
-            await execute.app.state.engine.open_position(signal_id, plan())
+    message = await crash_sending_the_entry(make_execute, after_the_exchange_filled_it=False)
     async with make_execute() as restarted:
         await broker.publish(message, topology.RISK_MANAGEMENT.name, "trade.execute")
 

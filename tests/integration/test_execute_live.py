@@ -9,9 +9,14 @@ import pytest
 
 from shared.messaging import topology
 from tests.fakes.binance import API_KEY, SECRET, Failure, FakeBinance, brackets
-from tests.integration.execute_fixtures import execute_settings, running_execute, until
+from tests.integration.execute_fixtures import (
+    approval,
+    execute_settings,
+    plan,
+    running_execute,
+    until,
+)
 from tests.integration.helpers import body, drain
-from tests.integration.test_execute_guarantees import approval, plan
 
 ORDER = "/fapi/v1/order"
 
