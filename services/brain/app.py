@@ -18,6 +18,7 @@ from shared.http import api_key_auth, service_app
 from shared.messaging import Broker
 from shared.observability.logging import get_logger
 from shared.redis import Keys, create_redis
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -49,10 +50,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            for task in (relay, published):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks(relay, published)
             await pipeline.record_published()
             await broker.close()
             await redis.aclose()

@@ -227,10 +227,7 @@ class SignalPipeline:
             await self._mark_published([analysis.signal.signal_id for analysis in published])
 
     async def run_published(self) -> None:
-        this = asyncio.current_task()
-        # Not `while True`: a Redis call can swallow the task's cancellation (redis-py's
-        # asyncio.wait_for on Python 3.11, CPython gh-86296), and shutdown waits for the loop.
-        while this is not None and not this.cancelling():
+        while True:
             await self._published_due.wait()
             await self.record_published()
 

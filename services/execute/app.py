@@ -26,6 +26,7 @@ from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -129,13 +130,7 @@ def create_app(settings: ExecuteSettings | None = None,
         finally:
             for consumer in started:
                 await consumer.stop()
-            for task in (ready, relay, *tasks):
-                # Python 3.11's wait_for (inside redis-py) can swallow a single cancel: repeat.
-                for _ in range(20):
-                    task.cancel()
-                    await asyncio.wait([task], timeout=0.25)
-                    if task.done():
-                        break
+            await stop_tasks(ready, relay, *tasks)
             await engine.aclose()
             await exchange.close()
             await broker.close()

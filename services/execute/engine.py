@@ -53,6 +53,7 @@ from shared.messaging import TransientError, topology
 from shared.observability.logging import get_logger
 from shared.outbox import Outbox, stage
 from shared.redis import Keys
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -732,8 +733,7 @@ class ExecutionEngine:
     async def aclose(self) -> None:
         """Stops a refresh in progress (shut-down)."""
         if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+            await stop_tasks(self._refresher)
 
     async def _refresh(self) -> None:
         while self._refreshed < self._changes:

@@ -25,6 +25,7 @@ from shared.http import api_key_auth, infrastructure_checks, service_app
 from shared.messaging import Broker, Consumer, TransientError
 from shared.observability.logging import get_logger
 from shared.redis import create_redis
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -104,9 +105,7 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utc_now
             await dashboard.stop()
             for consumer in started:
                 await consumer.stop()
-            ready.cancel()
-            summary.cancel()
-            await asyncio.gather(ready, summary, return_exceptions=True)
+            await stop_tasks(ready, summary)
             await notifier.close()
             if commands is not None:
                 await commands.stop()

@@ -21,6 +21,7 @@ from shared.messaging import Broker, Consumer
 from shared.observability.logging import get_logger
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
+from shared.tasks import stop_tasks
 
 log = get_logger(__name__)
 
@@ -68,9 +69,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
         finally:
             for consumer in started:
                 await consumer.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_tasks(*tasks)
             await markets.close()
             await broker.close()
             await redis.aclose()

@@ -89,6 +89,7 @@ from shared.messaging import Broker
 from shared.observability.logging import configure_logging
 from shared.outbox import Outbox
 from shared.redis import Keys, create_redis
+from shared.tasks import stop_tasks
 from tests.conftest import AMQP_URL, REDIS_URL, add_vhost, delete_vhost, drop_redis_prefix
 
 TARGET_TICKS_PER_S = 20_000
@@ -196,7 +197,7 @@ async def build(settings: ExecuteSettings, positions: int, housekeeping: bool) -
 
     async def close() -> None:
         for task in rig.tasks:
-            await stop(task)
+            await stop_tasks(task)
         await asyncio.gather(*monitor._busy, return_exceptions=True)
         await engine.aclose()
         await exchange.close()
@@ -206,18 +207,6 @@ async def build(settings: ExecuteSettings, positions: int, housekeeping: bool) -
 
     rig.close = close
     return rig
-
-
-async def stop(task: asyncio.Task[Any]) -> None:
-    """Cancels a task until it is done. Once is not always enough on Python 3.11: redis-py
-    sends commands through asyncio.wait_for (SOCKET_TIMEOUT is set), and 3.11's wait_for
-    swallows a cancellation that arrives as the send completes (CPython gh-86296, fixed in
-    3.12); monitor.run() then carries on reading."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.5)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
 
 
 def _counting(method: Callable[..., Awaitable[Any]], name: str, counts: dict[str, int]
@@ -419,7 +408,7 @@ async def run_redis_drain(rig: Rig, ticks: Ticks) -> Result:
         await asyncio.wait_for(done.wait(), timeout=max(120.0, wanted / 1_000))
         wall = (clock() - started) / 1e9
     finally:
-        await stop(task)
+        await stop_tasks(task)
         del monitor.on_tick
     pending = (await redis.xpending(monitor.stream, GROUP))["pending"]
     return Result("redis drain (run)", wanted, wall, latencies,
@@ -515,7 +504,7 @@ async def run_redis_live(rig: Rig, count: int, rate: float) -> Result:
                 raise TimeoutError(f"{len(e2e)} of {count} live ticks decided in time")
         wall = (time.perf_counter_ns() - started) / 1e9
     finally:
-        await stop(task)
+        await stop_tasks(task)
         del monitor._tick_from
         producer.join(10)
         if producer.is_alive():
