@@ -2,10 +2,15 @@
 
 Each failing check adds a reason with its numbers; the first stage that fails stops the
 evaluation and is reported in `stage_failed`.
+
+Reasons are recorded in a JSON column and published as JSON, so their numbers are always finite:
+with no equity (E ≤ 0: a blown or empty account) the ratios to E do not exist, and the order is
+refused as `INSUFFICIENT_MARGIN` (there is no free margin) instead of with an infinite size.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -52,8 +57,18 @@ class Limits:
     max_daily_trades: int = 100
 
 
+def _finite(number: float | None) -> float | None:
+    """None for a number JSON cannot carry (inf, nan): a reason must always be recordable."""
+    return number if number is None or math.isfinite(number) else None
+
+
 def _reason(code: ReasonCode, value: float | None, limit: float | None, message: str) -> Reason:
-    return Reason(code=code, value=value, limit=limit, message=message)
+    return Reason(code=code, value=_finite(value), limit=_finite(limit), message=message)
+
+
+def _has_equity(portfolio: Portfolio) -> bool:
+    """E > 0 (False for nan too): only then are ratios to equity defined."""
+    return portfolio.equity > 0
 
 
 def signal_checks(
@@ -95,17 +110,23 @@ def position_checks(
     if order.leverage > max_leverage:
         reasons.append(_reason(ReasonCode.LEVERAGE_EXCEEDS_MAX, order.leverage, max_leverage,
                                f"leverage {order.leverage}x above {max_leverage}x"))
-    size = order.margin / portfolio.equity if portfolio.equity > 0 else float("inf")
-    if size > limits.max_position_size:
-        reasons.append(_reason(ReasonCode.POSITION_SIZE_EXCEEDS_MAX, size,
-                               limits.max_position_size,
-                               f"margin is {size:.2%} of equity"))
+    has_equity = _has_equity(portfolio)
+    if has_equity:  # without equity, INSUFFICIENT_MARGIN below refuses the order
+        size = order.margin / portfolio.equity
+        if size > limits.max_position_size:
+            reasons.append(_reason(ReasonCode.POSITION_SIZE_EXCEEDS_MAX, size,
+                                   limits.max_position_size,
+                                   f"margin is {size:.2%} of equity"))
     if order.quantity <= 0 or order.notional < min_notional:
         reasons.append(_reason(ReasonCode.NOTIONAL_BELOW_MIN, order.notional, min_notional,
                                f"notional {order.notional:.2f} below the market minimum"))
     used = sum(e.margin for e in portfolio.exposures if e is not replaced)
     free = portfolio.equity - used
-    if order.margin > free:
+    if not has_equity:
+        reasons.append(_reason(ReasonCode.INSUFFICIENT_MARGIN, order.margin, free,
+                               f"equity {portfolio.equity:.2f} is not positive: no free margin "
+                               f"(free {free:.2f}) for margin {order.margin:.2f}"))
+    elif order.margin > free:
         reasons.append(_reason(ReasonCode.INSUFFICIENT_MARGIN, order.margin, free,
                                f"margin {order.margin:.2f} above free margin {free:.2f}"))
     buffer = limits.liquidation_buffer
@@ -152,11 +173,18 @@ def portfolio_checks(
     at_risk = sum(e.notional * e.stop_pct for e in others) + order.notional * new_stop_pct
     k = 1 + sum(1 for e in others if e.side == order.side)
     correlation = min(1 + 0.1 * (k - 1), 1.5)
-    risk = at_risk / portfolio.equity * correlation if portfolio.equity > 0 else float("inf")
-    if risk > limits.max_portfolio_risk:
-        reasons.append(_reason(ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX, risk,
+    if not _has_equity(portfolio):
+        # no ratio to equity exists: any risk is too much (value None, not inf)
+        reasons.append(_reason(ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX, None,
                                limits.max_portfolio_risk,
-                               f"portfolio risk at stops {risk:.2%} of equity"))
+                               f"equity {portfolio.equity:.2f} is not positive: {at_risk:.2f} "
+                               f"at stops cannot be covered"))
+    else:
+        risk = at_risk / portfolio.equity * correlation
+        if risk > limits.max_portfolio_risk:
+            reasons.append(_reason(ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX, risk,
+                                   limits.max_portfolio_risk,
+                                   f"portfolio risk at stops {risk:.2%} of equity"))
     loss_limit = -limits.emergency_loss_pct * portfolio.day_start_equity
     if portfolio.daily_pnl <= loss_limit:
         reasons.append(_reason(ReasonCode.DAILY_LOSS_LIMIT, portfolio.daily_pnl, loss_limit,

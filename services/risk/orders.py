@@ -49,8 +49,8 @@ def build_order(
 ) -> OrderPlan:
     """margin = f·E, notional = margin·L, quantity = floor_to_step(notional / price), then
     notional and margin recomputed from the quantity actually ordered."""
-    if quantity is None:
-        quantity = (margin_fraction or 0.0) * equity * leverage / price
+    if quantity is None:  # no equity (a blown account) sizes nothing, not a negative order
+        quantity = max(0.0, (margin_fraction or 0.0) * equity * leverage / price)
     quantity = floor_to_step(quantity, market.precision.quantity_step)
     notional = quantity * price
     margin = notional / leverage

@@ -8,6 +8,8 @@ none is produced by the code under test.
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +24,20 @@ from services.risk.checks import (
     signal_checks,
 )
 from services.risk.liquidation_watch import Level, alert_for, level_for
-from shared.contracts import OrderPlan, Reason, ReasonCode, RiskAlertCode, TradingState
+from services.risk.markets import paper_market
+from services.risk.orders import build_order
+from shared.brackets import bracket_for
+from shared.contracts import (
+    Action,
+    Envelope,
+    OrderPlan,
+    Reason,
+    ReasonCode,
+    RiskAlertCode,
+    Signal,
+    TradeRejected,
+    TradingState,
+)
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ALLOWED = frozenset({"BTCUSDT", "ETHUSDT", "SOLUSDT"})
@@ -632,6 +647,94 @@ def test_all_reasons_of_the_failing_stage_are_reported_stage_3():
         ReasonCode.ORDER_RATE_EXCEEDED, ReasonCode.DAILY_TRADES_EXCEEDED,
     }
     assert len(verdict.reasons) == 4
+
+
+# --- No equity (E ≤ 0): a clear rejection whose numbers are finite ---------------------------
+# A blown or empty account has no ratio to equity (margin / E, risk / E): the reasons must still
+# carry finite numbers, since the verdict is recorded in a JSON column and published as JSON.
+
+def assert_recordable(reasons: list[Reason]) -> None:
+    for r in reasons:
+        for number in (r.value, r.limit):
+            assert number is None or math.isfinite(number), r
+    json.dumps([r.model_dump(mode="json") for r in reasons], allow_nan=False)
+
+
+@pytest.mark.parametrize(("equity", "open_margin", "free"), [
+    (0.0, 0, 0.0),  # free = 0 − 0
+    (-250.0, 0, -250.0),  # blown account: free = −250
+    (-250.0, 500, -750.0),  # −250 − 500 of an open position
+])
+def test_no_equity_is_insufficient_margin(equity, open_margin, free):
+    exposures = (exposure("ETHUSDT", margin=open_margin),) if open_margin else ()
+    reasons = stage2(plan(), pf=portfolio(equity=equity, exposures=exposures))  # margin 1000
+    r = only(reasons, ReasonCode.INSUFFICIENT_MARGIN)
+    assert r.value == pytest.approx(1_000)
+    assert r.limit == pytest.approx(free)
+    # no POSITION_SIZE_EXCEEDS_MAX: margin / E does not exist (it was inf)
+    assert codes(reasons) == [ReasonCode.INSUFFICIENT_MARGIN]
+    assert_recordable(reasons)
+
+
+def test_no_equity_refuses_even_an_order_of_nothing():
+    # f × E = 0: quantity 0, margin 0 — still no free margin (0 is not above free 0)
+    reasons = stage2(plan(quantity=0.0), pf=portfolio(equity=0.0))
+    assert codes(reasons) == [ReasonCode.NOTIONAL_BELOW_MIN, ReasonCode.INSUFFICIENT_MARGIN]
+    r = only(reasons, ReasonCode.INSUFFICIENT_MARGIN)
+    assert r.value == 0
+    assert r.limit == 0
+    assert_recordable(reasons)
+
+
+def test_nan_equity_is_refused_with_recordable_numbers():
+    reasons = stage2(plan(), pf=portfolio(equity=math.nan))
+    r = only(reasons, ReasonCode.INSUFFICIENT_MARGIN)
+    assert r.value == pytest.approx(1_000)
+    assert r.limit is None  # free = nan − 0: not a JSON number
+    assert codes(reasons) == [ReasonCode.INSUFFICIENT_MARGIN]
+    assert_recordable(reasons)
+
+
+@pytest.mark.parametrize("equity", [0.0, -250.0])
+def test_portfolio_risk_without_equity_has_no_ratio(equity):
+    # 20000 × 0.02 = 400 at stops, against no equity: refused, value None (it was inf)
+    reasons = stage3(plan(), pf=portfolio(equity=equity))
+    r = only(reasons, ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX)
+    assert r.value is None
+    assert r.limit == 0.10
+    assert codes(reasons) == [ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX]
+    assert_recordable(reasons)
+
+
+@pytest.mark.parametrize("equity", [0.0, -250.0])
+@pytest.mark.parametrize("quantity", [None, 0.1])  # from an analysis (f = 0.1), or a what-if
+def test_no_equity_verdict_serializes_to_strict_json(equity, quantity):
+    """The order built as RISK builds it, judged, and wrapped as the trade.rejected message
+    whose `verdict` RISK records: strict JSON (PostgreSQL's json rejects Infinity and NaN)."""
+    market = paper_market("BTCUSDT")
+    order = build_order(symbol="BTCUSDT", side="long", price=60_000.0, equity=equity,
+                        leverage=20, market=market, stop_loss_pct=0.02, take_profit_pct=0.02,
+                        margin_fraction=0.1, quantity=quantity)
+    verdict = evaluate_entry(
+        order=order, sent_at=NOW, now=NOW,
+        bracket_max_leverage=bracket_for(market.brackets, order.notional).max_leverage,
+        min_notional=market.precision.min_notional,
+        portfolio=portfolio(equity=equity, daily_pnl=-10_250.0 if equity < 0 else 0.0),
+        limits=LIMITS,
+    )
+    signal = Signal(signal_id="00000000-0000-4000-8000-000000000001", symbol="BTCUSDT",
+                    action=Action.LONG, price=60_000.0, confidence=0.9, strategy="test",
+                    sent_at=NOW, received_at=NOW)
+    envelope = Envelope.wrap(TradeRejected(signal=signal, verdict=verdict, decided_at=NOW),
+                             producer="risk", correlation_id=signal.signal_id)
+    recorded = envelope.payload["verdict"]  # what RISK stores (reasons, order) and publishes
+    text = json.dumps(recorded, allow_nan=False)
+    assert json.loads(text)["reasons"] == [r.model_dump(mode="json") for r in verdict.reasons]
+    json.dumps(envelope.payload, allow_nan=False)
+    assert verdict.approved is False
+    assert verdict.stage_failed == 2
+    assert ReasonCode.INSUFFICIENT_MARGIN in codes(verdict.reasons)
+    assert ReasonCode.POSITION_SIZE_EXCEEDS_MAX not in codes(verdict.reasons)
 
 
 # --- Liquidation-distance monitoring ---------------------------------------------------------

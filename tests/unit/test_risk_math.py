@@ -315,3 +315,10 @@ def test_stop_and_target_rounded_half_up_to_tick(symbol, side, price, stop_loss,
     plan = order(symbol, side, price=price, quantity=10_000)
     assert plan.stop_loss == pytest.approx(stop_loss, abs=1e-9)
     assert plan.take_profit == pytest.approx(take_profit, abs=1e-9)
+
+
+@pytest.mark.parametrize("equity", [0.0, -250.0])
+def test_an_account_without_equity_sizes_an_empty_order(equity):
+    """Not a negative quantity and margin, which would be recorded as such."""
+    empty = order(price=60_000.0, equity=equity, margin_fraction=0.1)
+    assert (empty.quantity, empty.notional, empty.margin) == (0.0, 0.0, 0.0)
