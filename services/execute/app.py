@@ -132,6 +132,7 @@ def create_app(settings: ExecuteSettings | None = None,
                 await consumer.stop()
             await stop_tasks(ready, relay, *tasks)
             await engine.aclose()
+            await outbox.close()
             await exchange.close()
             await broker.close()
             await redis.aclose()

@@ -51,7 +51,7 @@ from shared.instruments import PAPER_PRECISION, round_to_tick
 from shared.liquidation import liquidation_price
 from shared.messaging import TransientError, topology
 from shared.observability.logging import get_logger
-from shared.outbox import Outbox, stage
+from shared.outbox import Outbox
 from shared.redis import Keys
 from shared.tasks import stop_tasks
 
@@ -152,7 +152,7 @@ class ExecutionEngine:
                correlation_id: str | None) -> None:
         envelope = Envelope.wrap(payload, producer=PRODUCER,
                                  correlation_id=correlation_id or "execute")
-        stage(session, envelope, topology.TRADING_EXECUTION.name, routing_key)
+        self.outbox.stage(session, envelope, topology.TRADING_EXECUTION.name, routing_key)
 
     def _stage_order(self, session: AsyncSession, row: OrderRecord) -> None:
         event = OrderUpdated(

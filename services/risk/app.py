@@ -70,6 +70,7 @@ def create_app(settings: RiskSettings | None = None) -> FastAPI:
             for consumer in started:
                 await consumer.stop()
             await stop_tasks(*tasks)
+            await outbox.close()
             await markets.close()
             await broker.close()
             await redis.aclose()

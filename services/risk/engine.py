@@ -57,7 +57,7 @@ from shared.contracts import (
 )
 from shared.messaging import topology
 from shared.observability.logging import get_logger
-from shared.outbox import Outbox, stage
+from shared.outbox import Outbox
 from shared.redis import Keys
 
 log = get_logger(__name__)
@@ -276,8 +276,8 @@ class RiskEngine:
                 expires_at=now + timedelta(seconds=self.settings.reservation_ttl_s),
             )
             session.add(reservation)
-        stage(session, envelope, topology.RISK_MANAGEMENT.name,
-              "trade.execute" if verdict.approved else "trade.rejected")
+        self.outbox.stage(session, envelope, topology.RISK_MANAGEMENT.name,
+                          "trade.execute" if verdict.approved else "trade.rejected")
         state = None
         if any(r.code is ReasonCode.DAILY_LOSS_LIMIT for r in verdict.reasons):
             state = await self._change_state(session, TradingState.HALTED,
@@ -375,8 +375,8 @@ class RiskEngine:
                      "changed_by": changed_by},
             raised_at=row.changed_at,
         )
-        stage(session, Envelope.wrap(alert, producer=PRODUCER, correlation_id=str(uuid.uuid4())),
-              topology.RISK_MANAGEMENT.name, "risk.alert")
+        envelope = Envelope.wrap(alert, producer=PRODUCER, correlation_id=str(uuid.uuid4()))
+        self.outbox.stage(session, envelope, topology.RISK_MANAGEMENT.name, "risk.alert")
         log.warning("trading state changed", previous=previous, state=state.value,
                     reason=reason, changed_by=changed_by)
         return row

@@ -21,7 +21,6 @@ from shared.contracts import Envelope, RiskAlertCode, RiskAlertRaised
 from shared.liquidation import distance_to_liquidation
 from shared.messaging import topology
 from shared.observability.logging import get_logger
-from shared.outbox import stage
 from shared.redis import Keys
 from shared.streams import StreamReader
 
@@ -118,7 +117,8 @@ class LiquidationWatch:
                                  correlation_id=position.signal_id or str(uuid.uuid4()))
         try:
             async with self.engine.sessions.begin() as session:
-                stage(session, envelope, topology.RISK_MANAGEMENT.name, "risk.alert")
+                self.engine.outbox.stage(session, envelope, topology.RISK_MANAGEMENT.name,
+                                         "risk.alert")
         except Exception:
             # Not recorded: put the level back so that the next tick raises it again.
             await self._swap_level(keys=[self.levels_key],
