@@ -628,9 +628,11 @@ class ExecutionEngine:
                 row.purpose, "closed_on_exchange")
         return row, await session.get(PositionRecord, row.position_id), reason
 
-    async def _cancel(self, symbol: str, cids: list[str]) -> None:
-        """Cancels resting orders together, recorded in one write; one the exchange could
-        not be reached for stays OPEN (reconciliation looks again)."""
+    async def _cancel(self, symbol: str, cids: list[str]) -> list[str]:
+        """Cancels resting orders together, recorded CANCELED in one write (returned: the ids
+        cancelled); one the exchange could not be reached for stays OPEN (reconciliation looks
+        again). No `order.updated`: a protective order's resting and cancelling are EXECUTE's
+        own business, as its placing is."""
 
         async def cancel(cid: str) -> bool:
             try:
@@ -643,7 +645,13 @@ class ExecutionEngine:
         done = await _together(*(cancel(cid) for cid in cids))
         cancelled = [cid for cid, ok in zip(cids, done, strict=True) if ok]
         if cancelled:
-            await self._set_status(cancelled, "CANCELED")
+            async with self.sessions.begin() as session:
+                await session.execute(
+                    update(OrderRecord)
+                    .where(OrderRecord.client_order_id.in_(cancelled),
+                           OrderRecord.status.not_in(("CANCELED", "FILLED")))
+                    .values(status="CANCELED", updated_at=self.now()))
+        return cancelled
 
     async def partial_take_profit(self, position_id: str, fraction: float) -> None:
         """Close `fraction` once, then move the stop to the entry price (break-even) for

@@ -3,11 +3,12 @@ RECONCILE_INTERVAL_S — the same code path. On a consistent account it changes 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import timedelta
 
 from sqlalchemy import select
 
-from services.execute.engine import ExecutionEngine, position_liquidation_price
+from services.execute.engine import PROTECTIVE, ExecutionEngine, position_liquidation_price
 from services.execute.exchange.base import ExchangeOrder, OrderSide, OrderStatus, OrderType
 from services.execute.models import OrderRecord, PositionRecord
 from shared.contracts import PositionOpened
@@ -17,12 +18,17 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 IN_FLIGHT_GRACE = timedelta(minutes=10)
+# Our client ids: `p95-` + the signal's hash, and the position's orders after it (engine.py).
+OUR_PREFIX = "p95-"
+RESTING_TYPES = {order_type for order_type, _, _ in PROTECTIVE.values()}
+# What a protective order of ours may still be doing on the exchange.
+NOT_FINAL = ("NEW", "SUBMITTED", "UNKNOWN", "OPEN")
 
 
 async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
     """Returns what it did, by kind (all zeros on a consistent account)."""
     done = {"adopted": 0, "closed_on_exchange": 0, "quantity_corrected": 0,
-            "protected": 0, "orders_resolved": 0}
+            "protected": 0, "orders_resolved": 0, "strays_cancelled": 0}
     # Both snapshots under the engine's lock: no fill can be booked between them, so a
     # position just opened is never taken for one gone from the exchange.
     async with engine.lock:
@@ -61,6 +67,7 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
             done["protected"] += 1
 
     done["orders_resolved"] = await _resolve_pending(engine)
+    done["strays_cancelled"] = await _cancel_strays(engine)
     if any(done.values()):
         log.warning("reconciliation changed the books", **done)
         engine.books_changed()
@@ -171,3 +178,44 @@ async def _resolve_pending(engine: ExecutionEngine) -> int:
         else:
             await engine._set_status([row.client_order_id], "OPEN")
     return len(pending)
+
+
+async def _cancel_strays(engine: ExecutionEngine) -> int:
+    """Stops and targets that protect no open position are cancelled: one left resting on a
+    flat symbol could trigger later and trade. They are ours recorded for a position no longer
+    open (a cancel failed as it closed), or ours resting on the exchange that no open position
+    holds (a `p95-` id the database does not know, say). Ours the exchange no longer has are
+    recorded CANCELED as well; orders placed by others are left alone. Returns how many."""
+    # Read before the lock (on Binance, per symbol); each candidate is asked about again
+    # under it, so an order cancelled or replaced meanwhile is not taken for a stray.
+    resting = {o.client_order_id: o.symbol for o in await engine.exchange.fetch_open_orders()
+               if o.type in RESTING_TYPES}
+    async with engine.lock:  # nothing placed, filled or closed meanwhile
+        guarded = {cid for position in await engine.open_positions()
+                   for cid in (position.stop_order_id, position.target_order_id) if cid}
+        async with engine.sessions() as session:
+            orphaned = {row.client_order_id: row.symbol for row in (await session.scalars(
+                select(OrderRecord)
+                .outerjoin(PositionRecord, PositionRecord.position_id == OrderRecord.position_id)
+                .where(OrderRecord.purpose.in_(tuple(PROTECTIVE)),
+                       OrderRecord.status.in_(NOT_FINAL),
+                       PositionRecord.status.is_distinct_from("open")))).all()}
+            known = set((await session.scalars(select(OrderRecord.client_order_id).where(
+                OrderRecord.client_order_id.in_(list(resting))))).all()) if resting else set()
+        candidates = orphaned | {cid: symbol for cid, symbol in resting.items()
+                                 if cid not in guarded
+                                 and (cid in known or cid.startswith(OUR_PREFIX))}
+        strays: defaultdict[str, list[str]] = defaultdict(list)
+        for cid, symbol in candidates.items():
+            found = await engine.exchange.fetch_order(symbol=symbol, client_order_id=cid)
+            if found is not None and found.status is OrderStatus.FILLED:
+                log.warning("a protective order of no open position filled",
+                            client_order_id=cid, symbol=symbol)
+            elif (found is not None and found.status is OrderStatus.OPEN) or cid in orphaned:
+                strays[symbol].append(cid)
+        cancelled = 0
+        for symbol, cids in strays.items():
+            log.warning("cancelling protective orders of no open position", symbol=symbol,
+                        client_order_ids=cids)
+            cancelled += len(await engine._cancel(symbol, cids))
+    return cancelled
