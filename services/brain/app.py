@@ -36,7 +36,7 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
         broker = Broker(settings, producer="brain", publish_channels=PUBLISH_CHANNELS)
         broker.start()
         redis = create_redis(settings)
-        engine = create_engine(settings.database_url.get_secret_value())
+        engine = create_engine(settings.database_url.get_secret_value(), ping_before_use=True)
         pipeline = SignalPipeline(settings, redis, broker, session_factory(engine))
         app.state.broker, app.state.redis, app.state.db = broker, redis, engine
         app.state.pipeline = pipeline

@@ -37,7 +37,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, *, ping_before_use: bool = False) -> AsyncEngine:
+    """`ping_before_use`: each checkout first asks PostgreSQL if the connection is alive (three
+    round trips), for a caller that cannot retry, such as a webhook answered once. Without it a
+    connection PostgreSQL dropped (a restart) fails its first use and SQLAlchemy replaces the
+    whole pool: a consumer retries in place, and the next operation gets fresh connections."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -55,7 +59,7 @@ def create_engine(database_url: str) -> AsyncEngine:
         return engine
     # Short waits: a request must fail fast (503) rather than outlive its client's patience.
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=3,
+        url, pool_pre_ping=ping_before_use, pool_size=10, max_overflow=10, pool_timeout=3,
         connect_args={"timeout": 3, "command_timeout": 10},
     )
 
