@@ -10,13 +10,24 @@ import httpx
 import pytest
 
 from services.notify.app import create_app
+from services.notify.messages import DIGEST_SEPARATOR
 from services.notify.settings import NotifySettings
 from services.notify.summary import Clock, utc_now
-from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.telegram import TOKEN, FakeTelegram, SentMessage
 from tests.integration.conftest import infrastructure
 
 CHAT = 424242
 STRANGER = 999
+
+
+def told(message: SentMessage) -> list[str]:
+    """What one Telegram message tells, one plain text per event: a digest (a backlog merged
+    into one message, delivery.py) taken apart, its header checked against its parts."""
+    head, *parts = message.plain.split(DIGEST_SEPARATOR)
+    if not parts:
+        return [head]
+    assert head == f"🗂 {len(parts)} messages", head
+    return parts
 
 
 @asynccontextmanager

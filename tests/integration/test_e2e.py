@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.conftest import AMQP_URL, REDIS_URL
-from tests.fakes.telegram import FakeTelegram, SentMessage
+from tests.fakes.telegram import FakeTelegram
+from tests.integration.notify_fixtures import told
 from tests.outcomes import book_mismatches, outcomes
 from tests.stack import Stack, running_stack, stack_env, until
 
@@ -27,11 +28,13 @@ def webhook(alert_id: str, **fields: Any) -> dict[str, Any]:
             "alert_id": alert_id, "sent_at": datetime.now(UTC).isoformat()} | fields
 
 
-async def message(telegram: FakeTelegram, heading: str, after: int = 0) -> SentMessage:
-    """The first message to the chat, from `after` on, with `heading` in its first line."""
-    async def found() -> SentMessage | None:
-        return next((m for m in telegram.sent[after:]
-                     if m.chat_id == CHAT and heading in m.plain.splitlines()[0]), None)
+async def message(telegram: FakeTelegram, heading: str, after: int = 0) -> str:
+    """The plain text of the first message to the chat, from the `after`th sent on, with
+    `heading` in its first line. Events that pile up while one is being sent go out merged
+    into one digest (notify.md, "Delivery"), so each is looked for inside digests too."""
+    async def found() -> str | None:
+        return next((text for m in telegram.sent[after:] if m.chat_id == CHAT
+                     for text in told(m) if heading in text.splitlines()[0]), None)
 
     return await until(found, 30, what=f"a Telegram message headed {heading!r}")
 
@@ -68,7 +71,7 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             assert position["signal_id"] == accepted.json()["signal_id"]
             assert position["stop_loss"] < BTC < position["take_profit"]
             note = await message(telegram, "Position opened")
-            assert "BTCUSDT" in note.plain
+            assert "BTCUSDT" in note
 
             # The market reaches the target: closed as take_profit, with the PnL on the phone.
             await stack.tick("BTCUSDT", position["take_profit"] + 1)
@@ -79,13 +82,13 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             [done] = await until(closed, 30, what="the close")
             assert done["close_reason"] == "take_profit" and done["realized_pnl"] > 0
             closed_note = await message(telegram, "Position closed")
-            assert f"{done['realized_pnl']:+,.2f} USDT" in closed_note.plain
+            assert f"{done['realized_pnl']:+,.2f} USDT" in closed_note
 
             # A symbol outside the allowed list: refused by RISK, and the phone is told why.
             refused = await stack.call("brain", "POST", "/webhook", json=webhook(
                 "e2e-pepe", symbol="BINANCE:PEPEUSDT.P", price="0.0000123"))
             assert refused.status_code == 202, refused.text
-            assert "SYMBOL_NOT_ALLOWED" in (await message(telegram, "Rejected by RISK")).plain
+            assert "SYMBOL_NOT_ALLOWED" in await message(telegram, "Rejected by RISK")
 
             # The operator halts trading from Telegram: an entry is then refused; /resume.
             after = len(telegram.sent)
@@ -93,7 +96,7 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             await message(telegram, "Trading HALTED", after)
             assert (await get(stack, "risk", "/status"))["trading_state"] == "HALTED"
             halted = await stack.call("brain", "POST", "/webhook", json=webhook("e2e-halted"))
-            assert "TRADING_HALTED" in (await message(telegram, "Rejected by RISK", after)).plain
+            assert "TRADING_HALTED" in await message(telegram, "Rejected by RISK", after)
             after = len(telegram.sent)
             telegram.add_command(CHAT, "/resume")
             await message(telegram, "Trading ACTIVE", after)
@@ -103,7 +106,7 @@ async def test_alerts_trade_close_and_obey_the_operator_end_to_end(
             telegram.add_command(CHAT, "/status")
             status = await message(telegram, "Status", after)
             account = await get(stack, "execute", "/account")
-            assert f"{account['equity']:,.2f}" in status.plain
+            assert f"{account['equity']:,.2f}" in status
 
         # Each accepted alert ended in exactly one outcome.
         signals = [r.json()["signal_id"] for r in (accepted, refused, halted)]

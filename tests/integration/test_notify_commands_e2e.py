@@ -19,7 +19,7 @@ from tests.integration.execute_fixtures import (
     protected_positions,
     until,
 )
-from tests.integration.notify_fixtures import CHAT, STRANGER
+from tests.integration.notify_fixtures import CHAT, STRANGER, told
 from tests.integration.risk_fixtures import Risk
 from tests.integration.serving import served
 
@@ -46,6 +46,17 @@ class Live:
                          if m.chat_id == CHAT and heading in m.plain.splitlines()[0]), None)
 
         return await until(found, 15, what=f"a message headed {heading!r}")
+
+    async def event(self, heading: str, after: int) -> str:
+        """The plain text of the first event told in the operator's chat from the `after`th
+        message sent on with `heading` in its first line: events that pile up while one is
+        being sent go out merged into one digest, so they are looked for inside digests too
+        (a command's reply always goes alone: `reply`)."""
+        async def found() -> str | None:
+            return next((text for m in self.telegram.sent[after:] if m.chat_id == CHAT
+                         for text in told(m) if heading in text.splitlines()[0]), None)
+
+        return await until(found, 15, what=f"an event headed {heading!r}")
 
     async def open(self, symbol: str, price: float, alert_id: str) -> dict[str, Any]:
         """A real position: a price, then a webhook through BRAIN, RISK and EXECUTE."""
@@ -94,16 +105,16 @@ async def test_halt_then_resume_change_risks_trading_state(live: Live):
     assert status["reason"] == "maintenance"
     assert status["changed_by"] == f"telegram:{CHAT}"
     # RISK's own word that it happened reaches the chat too.
-    changed = await live.reply("Trading HALTED (was ACTIVE)", start)
-    assert changed.plain.splitlines()[1:] == ["Reason: maintenance", f"By: telegram:{CHAT}"]
+    changed = await live.event("Trading HALTED (was ACTIVE)", start)
+    assert changed.splitlines()[1:] == ["Reason: maintenance", f"By: telegram:{CHAT}"]
 
     # Halted: a new webhook's entry is refused, and the chat is told why.
     after = len(live.telegram.sent)
     response = await live.brain.client.post("/webhook", json=alert(
         alert_id="while-halted", sent_at=datetime.now(UTC).isoformat()))
     assert response.status_code == 202, response.text
-    refusal = await live.reply("🚫 Rejected by RISK", after)
-    assert "TRADING_HALTED" in refusal.plain and "BTCUSDT" in refusal.plain
+    refusal = await live.event("🚫 Rejected by RISK", after)
+    assert "TRADING_HALTED" in refusal and "BTCUSDT" in refusal
     assert await live.execute.positions() == []
 
     shown = await live.ask("/status", "Status")
@@ -116,7 +127,7 @@ async def test_halt_then_resume_change_risks_trading_state(live: Live):
         return await live.state() == "ACTIVE"
 
     await until(active, what="RISK active again")
-    await live.reply("Trading ACTIVE (was HALTED)", start)
+    await live.event("Trading ACTIVE (was HALTED)", start)
 
 
 async def test_close_symbol_waits_for_the_confirm_button(live: Live):
@@ -142,8 +153,8 @@ async def test_close_symbol_waits_for_the_confirm_button(live: Live):
     assert done["position_id"] == position["position_id"]
     assert done["close_reason"] == "manual"
     assert await live.execute.positions() == []
-    confirmation = await live.reply("Position closed · BTCUSDT", after)
-    assert "Reason: manual close" in confirmation.plain
+    confirmation = await live.event("Position closed · BTCUSDT", after)
+    assert "Reason: manual close" in confirmation
     [edit] = live.telegram.edits
     assert edit.message_id == prompt.message_id and edit.text == "Close of BTCUSDT sent."
     assert edit.reply_markup is None  # the button is gone: it cannot be pressed twice
