@@ -82,20 +82,24 @@ class Outbox:
             routing_key=routing_key, envelope=envelope.model_dump(mode="json"),
             created_at=_staged_at(),
         ))
-        if (self, "listening") not in session.info:
-            session.info[self, "listening"] = True
+        staged = session.info.get(self)
+        if staged is None:  # the session's first: what it stages is followed to its end
+            staged = session.info[self] = []
             event.listen(session.sync_session, "after_commit", self._on_commit)
             event.listen(session.sync_session, "after_soft_rollback", self._on_rollback)
-        session.info.setdefault(self, []).append(Staged(envelope, exchange, routing_key))
+        staged.append(Staged(envelope, exchange, routing_key))
 
     def _on_commit(self, session: Session) -> None:
-        self._committed += [m for m in session.info.pop(self, ())
+        staged = session.info[self]
+        self._committed += [m for m in staged
                             if m.envelope.message_id not in self._read_from_table]
+        staged.clear()
 
     def _on_rollback(self, session: Session, previous_transaction: Any) -> None:
-        # A commit that failed may still have happened: the table says.
-        if session.info.pop(self, None):
+        staged = session.info[self]
+        if staged:  # a commit that failed may still have happened: the table says
             self._unsure = True
+        staged.clear()
 
     async def flush(self) -> int:
         """Publish every message committed and not yet published, oldest first; returns how
@@ -105,25 +109,27 @@ class Outbox:
             if self._unsure:
                 return await self._flush_table()
             batch, self._committed = self._committed, []
-            try:
-                await self._publish(batch)
-            except BaseException:
-                self._unsure = True
-                raise
+            await self._publish(batch)
             return len(batch)
 
     async def _publish(self, batch: list[Staged]) -> None:
         """Concurrently: issued in order on one channel (the broker must publish on one),
         RabbitMQ keeps that order while the confirms come back together. gather starts its
-        tasks in this order, and each reaches the channel's publish before it first waits."""
-        results = await asyncio.gather(
-            *(self.broker.publish(m.envelope, m.exchange, m.routing_key) for m in batch),
-            return_exceptions=True)
+        tasks in this order, and each reaches the channel's publish before it first waits.
+        The confirmed are kept for marking; one that failed is left to the table."""
+        try:
+            results = await asyncio.gather(
+                *(self.broker.publish(m.envelope, m.exchange, m.routing_key) for m in batch),
+                return_exceptions=True)
+        except BaseException:  # cancelled: any of them may have gone out
+            self._unsure = True
+            raise
         self._published += [m.envelope.message_id for m, result in zip(batch, results,
                                                                         strict=True)
                             if result is None]
         for result in results:
             if isinstance(result, BaseException):
+                self._unsure = True
                 raise result
 
     async def _flush_table(self) -> int:
@@ -148,9 +154,6 @@ class Outbox:
                 await self._publish([
                     Staged(Envelope.model_validate(m.envelope), m.exchange, m.routing_key)
                     for m in pending])
-            except BaseException:
-                self._unsure = True
-                raise
             finally:  # the confirmed are marked even when one failed
                 await self._mark_published()
             sent += len(pending)
