@@ -44,14 +44,13 @@ def create_app(settings: BrainSettings | None = None) -> FastAPI:
             redis, Keys(settings.redis_prefix), settings.rate_limit_per_minute
         )
         relay = asyncio.create_task(pipeline.run_relay(), name="outbox-relay")
-        published = asyncio.create_task(pipeline.run_published(), name="published-signals")
         log.info("BRAIN ready", webhook=f"http://localhost:{settings.brain_port}/webhook",
                  docs=f"http://localhost:{settings.brain_port}/docs")
         try:
             yield
         finally:
-            await stop_tasks(relay, published)
-            await pipeline.record_published()
+            await stop_tasks(relay)
+            await pipeline.flush_published()
             await broker.close()
             await redis.aclose()
             await engine.dispose()

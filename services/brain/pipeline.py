@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.brain.analysis import analyze, to_signal
-from services.brain.batching import BatchInserter
+from services.brain.batching import Batcher, BatchInserter
 from services.brain.context import AccountContext
 from services.brain.intake import Alert, idempotency_key, signal_id_for, stored_key
 from services.brain.metrics import SIGNAL_SCORE, SIGNALS
@@ -100,8 +100,9 @@ class SignalPipeline:
         )
         self._release_claim = redis.register_script(_RELEASE_CLAIM)
         self._signals = BatchInserter(sessions, SignalRecord.__table__)
-        self._published: list[SignalAnalyzed] = []  # not yet streamed nor marked published
-        self._published_due = asyncio.Event()
+        # Published, to be streamed and marked published: many in one round trip each.
+        self._published: Batcher[SignalAnalyzed] = Batcher(self._record_published,
+                                                           "published-signals")
 
     async def analyze(self, alert: Alert, signal_id: str | None = None) -> SignalAnalyzed:
         signal = to_signal(alert, signal_id or "", datetime.now(UTC))
@@ -153,8 +154,7 @@ class SignalPipeline:
         # duplicate, and the outbox relay publishes the analysis again under the same ids.
         await self.broker.publish(*analysed)
 
-        self._published.append(analysis)
-        self._published_due.set()
+        self._published.add(analysis)
         SIGNALS.labels(analysis.decision.value).inc()
         if analysis.scores is not None:
             SIGNAL_SCORE.observe(analysis.scores.phoenix95)
@@ -217,26 +217,21 @@ class SignalPipeline:
             # Published already; the relay will re-send them under the same ids, harmlessly.
             log.warning("published signals not marked", count=len(signal_ids), error=str(exc))
 
-    async def record_published(self) -> None:
-        """Streams every signal published since the last call, then marks them published, each
-        in one round trip."""
-        self._published_due.clear()
-        published, self._published = self._published, []
-        if published:
-            await self._append_to_stream(published)
-            await self._mark_published([analysis.signal.signal_id for analysis in published])
+    async def _record_published(self, published: list[SignalAnalyzed]) -> None:
+        await self._append_to_stream(published)
+        await self._mark_published([analysis.signal.signal_id for analysis in published])
 
-    async def run_published(self) -> None:
-        while True:
-            await self._published_due.wait()
-            await self.record_published()
+    async def flush_published(self) -> None:
+        """At a clean stop: every signal published is streamed and marked."""
+        await self._published.flush()
 
     async def _append_to_stream(self, published: list[SignalAnalyzed]) -> None:
         try:
+            stream = self.keys("signal", "stream")
             async with self.redis.pipeline(transaction=False) as pipe:
                 for analysis in published:
                     pipe.xadd(
-                        self.keys("signal", "stream"),
+                        stream,
                         {"signal_id": analysis.signal.signal_id, "symbol": analysis.signal.symbol,
                          "decision": analysis.decision.value,
                          "analysis": analysis.model_dump_json()},

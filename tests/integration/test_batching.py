@@ -137,10 +137,9 @@ async def test_a_burst_on_postgresql_is_stored_once_each_and_a_lost_claim_is_a_d
 
 async def test_stopping_right_after_answering_loses_no_stream_entry_nor_mark(make_brain, amqp,
                                                                             sqlite_url):
-    # Shutdown cancels the loop streaming and marking while it may be in a Redis call, which can
-    # swallow the cancellation (Python 3.11): it must end anyway, and flush what is left. Were
-    # it stuck, the shutdown would wait for ever, and no asyncio timeout could end the test
-    # (the lifespan swallows the CancelledError): the watchdog thread does.
+    # Shutdown comes while the last signal's stream entry and mark may be in flight: it waits
+    # for them (nothing dropped), and must not hang. Were it stuck, no asyncio timeout could end
+    # the test (the lifespan swallows the CancelledError): the watchdog thread does.
     faulthandler.dump_traceback_later(60, exit=True)
     try:
         for i in range(20):
