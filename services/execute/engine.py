@@ -1,6 +1,6 @@
 """EXECUTE's order and position lifecycle (execute.md): the I/O around the exchange.
 
-Exactly once: an order's row is committed SUBMITTED before it is sent, then FILLED /
+Exactly once: a market order's row is committed SUBMITTED before it is sent, then FILLED /
 REJECTED from the answer. A timeout makes it UNKNOWN, resolved by asking the exchange for our
 client order id — never by sending again. A position's events leave through the outbox in the
 transaction that records the fill.
@@ -70,9 +70,14 @@ PROTECTIVE = {"stop_loss": (OrderType.STOP_MARKET, "sl", "stop_order_id"),
               "take_profit": (OrderType.TAKE_PROFIT_MARKET, "tp", "target_order_id")}
 
 
+# Every order we place has a client id starting with it: the entry's, and the position's
+# orders after it (`<entry id>-sl`, `-tp`, `-c1`…).
+CLIENT_ID_PREFIX = "p95-"
+
+
 def client_order_id(signal_id: str) -> str:
-    """`p95-` + a short stable hash of the signal id: Binance's charset, ≤ 36 characters."""
-    return "p95-" + hashlib.sha256(signal_id.encode()).hexdigest()[:24]
+    """The prefix + a short stable hash of the signal id: Binance's charset, ≤ 36 characters."""
+    return CLIENT_ID_PREFIX + hashlib.sha256(signal_id.encode()).hexdigest()[:24]
 
 
 def _matches(order: ExchangeOrder, stop_price: float, quantity: float) -> bool:
@@ -140,9 +145,8 @@ class ExecutionEngine:
         # Given the open positions after a change: the monitor's book and the account.
         self.on_positions_changed: Callable[[list[PositionRecord]], Awaitable[Any]] | None \
             = None
-        # Changes to the books, and the last one the derived state reflects.
-        self._changes = 0
-        self._refreshed = 0
+        # Whether the books changed since the derived state was last refreshed.
+        self._stale = False
         self._performance_stale = False
         self._refresher: asyncio.Task[None] | None = None
 
@@ -214,7 +218,7 @@ class ExecutionEngine:
                                              f"the {opposite} position could not be closed")
                 else:
                     await self._open(signal.signal_id, order)
-        await self._done()
+        await self.send_pending()
         await self.settled()
 
     async def open_position(self, signal_id: str, plan: OrderPlan) -> PositionRecord | None:
@@ -252,7 +256,7 @@ class ExecutionEngine:
             position = booked if fill is None else \
                 await self._position_from_fill(row, fill, plan)
             if position is not None:
-                await self._protect_locked(position.position_id)
+                await self._protect_locked(position)
         return position
 
     def _entry_row(self, signal_id: str, plan: OrderPlan, status: str,
@@ -383,19 +387,22 @@ class ExecutionEngine:
 
     async def protect(self, position_id: str) -> None:
         async with self.lock:
-            await self._protect_locked(position_id)
+            position = await self._still_open(position_id)
+            if position is not None:
+                await self._protect_locked(position)
         await self._done()
 
-    async def _protect_locked(self, position_id: str) -> None:
+    async def _protect_locked(self, position: PositionRecord) -> None:
         """Every open position has its stop and target resting (idempotent). A stop that
-        cannot be placed after the retries closes the position: never left unprotected."""
+        cannot be placed after the retries closes the position: never left unprotected.
+        `position`: current, read or written under the lock (not read again)."""
         orders: list[tuple[str, float, str, bool]] = []
         # Both written in one commit, then sent together. Nothing is flushed before the
         # commit: the exchange calls in between must find the database unlocked (SQLite).
         async with self.sessions.begin() as session:
             with session.no_autoflush:
-                position = await session.get(PositionRecord, position_id)
-                if position is None or position.status != "open":
+                session.add(position)
+                if position.status != "open":
                     return
                 for purpose, price in (("stop_loss", position.stop_loss),
                                        ("take_profit", position.take_profit)):
@@ -630,8 +637,8 @@ class ExecutionEngine:
 
     async def _cancel(self, symbol: str, cids: list[str]) -> list[str]:
         """Cancels resting orders together, recorded CANCELED in one write (returned: the ids
-        cancelled); one the exchange could not be reached for stays OPEN (reconciliation looks
-        again). No `order.updated`: a protective order's resting and cancelling are EXECUTE's
+        cancelled); one the exchange could not be reached for keeps its status (reconciliation
+        looks again). No `order.updated`: a protective order's resting and cancelling are EXECUTE's
         own business, as its placing is."""
 
         async def cancel(cid: str) -> bool:
@@ -660,13 +667,13 @@ class ExecutionEngine:
             position = await self._still_open(position_id)
             if position is not None and await self._close_locked(
                     position, "partial_take_profit", fraction=fraction) is not None:
-                await self._stop_to_entry(position_id)
+                await self._stop_to_entry(position)
         await self._done()
 
-    async def _stop_to_entry(self, position_id: str) -> None:
+    async def _stop_to_entry(self, position: PositionRecord) -> None:
         async with self.sessions.begin() as session:
-            position = await session.get(PositionRecord, position_id)
-            if position is None or position.status != "open":
+            session.add(position)  # current: just reduced under the lock
+            if position.status != "open":
                 return
             old_stop = position.stop_order_id
             position.partial_taken = True
@@ -674,7 +681,7 @@ class ExecutionEngine:
             symbol = position.symbol
         if old_stop:
             await self._cancel(symbol, [old_stop])
-        await self._protect_locked(position_id)
+        await self._protect_locked(position)
 
     async def close_all(self, reason: str, cause: MessagePayload | None = None) -> bool:
         """Close every open position at market (emergency). `cause` goes out first; every
@@ -722,13 +729,12 @@ class ExecutionEngine:
 
     def books_changed(self, closed: bool = False) -> None:
         """Positions changed (`closed`: one closed); refreshed once the operation is done."""
-        self._changes += 1
+        self._stale = True
         self._performance_stale |= closed
 
     def refresh_soon(self) -> None:
         """Starts the refresh if anything changed since the last one (one runs at a time)."""
-        if self._refreshed < self._changes and (self._refresher is None
-                                                or self._refresher.done()):
+        if self._stale and (self._refresher is None or self._refresher.done()):
             self._refresher = asyncio.create_task(self._refresh(), name="execute-refresh")
 
     async def settled(self) -> None:
@@ -744,18 +750,18 @@ class ExecutionEngine:
             await stop_tasks(self._refresher)
 
     async def _refresh(self) -> None:
-        while self._refreshed < self._changes:
-            target, performance = self._changes, self._performance_stale
-            self._performance_stale = False
+        while self._stale:
+            performance = self._performance_stale
+            self._stale = self._performance_stale = False
             try:
                 await self._mirror_positions()
                 if performance:
                     await self.refresh_performance()
             except Exception as exc:
+                self._stale = True
                 self._performance_stale |= performance
                 log.warning("derived state not refreshed now", error=f"{type(exc).__name__}")
                 return
-            self._refreshed = target
 
     async def _mirror_positions(self) -> None:
         open_positions = await self.open_positions()

@@ -8,7 +8,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from services.execute.engine import PROTECTIVE, ExecutionEngine, position_liquidation_price
+from services.execute.engine import (
+    CLIENT_ID_PREFIX,
+    PROTECTIVE,
+    ExecutionEngine,
+    position_liquidation_price,
+)
 from services.execute.exchange.base import ExchangeOrder, OrderSide, OrderStatus, OrderType
 from services.execute.models import OrderRecord, PositionRecord
 from shared.contracts import PositionOpened
@@ -18,8 +23,6 @@ from shared.observability.logging import get_logger
 log = get_logger(__name__)
 
 IN_FLIGHT_GRACE = timedelta(minutes=10)
-# Our client ids: `p95-` + the signal's hash, and the position's orders after it (engine.py).
-OUR_PREFIX = "p95-"
 RESTING_TYPES = {order_type for order_type, _, _ in PROTECTIVE.values()}
 # What a protective order of ours may still be doing on the exchange.
 NOT_FINAL = ("NEW", "SUBMITTED", "UNKNOWN", "OPEN")
@@ -61,13 +64,17 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
             await _gone_from_exchange(engine, mine)
             done["closed_on_exchange"] += 1
 
+    # One read of what rests on the exchange (on Binance, per symbol) for both checks below;
+    # what it does not show is asked about order by order.
+    resting = {o.client_order_id: o.symbol for o in await engine.exchange.fetch_open_orders()
+               if o.type in RESTING_TYPES}
     for position in await engine.open_positions():
-        if await _missing_protection(engine, position):
+        if await _missing_protection(engine, position, resting):
             await engine.protect(position.position_id)
             done["protected"] += 1
 
     done["orders_resolved"] = await _resolve_pending(engine)
-    done["strays_cancelled"] = await _cancel_strays(engine)
+    done["strays_cancelled"] = await _cancel_strays(engine, resting)
     if any(done.values()):
         log.warning("reconciliation changed the books", **done)
         engine.books_changed()
@@ -140,10 +147,11 @@ async def _gone_from_exchange(engine: ExecutionEngine, mine: PositionRecord) -> 
         reason="closed_on_exchange", position_id=mine.position_id)
 
 
-async def _missing_protection(engine: ExecutionEngine, position: PositionRecord) -> bool:
+async def _missing_protection(engine: ExecutionEngine, position: PositionRecord,
+                              resting: dict[str, str]) -> bool:
     for order_id, price in ((position.stop_order_id, position.stop_loss),
                             (position.target_order_id, position.take_profit)):
-        if price is None:
+        if price is None or order_id in resting:
             continue
         if order_id is None:
             return True
@@ -180,16 +188,15 @@ async def _resolve_pending(engine: ExecutionEngine) -> int:
     return len(pending)
 
 
-async def _cancel_strays(engine: ExecutionEngine) -> int:
+async def _cancel_strays(engine: ExecutionEngine, resting: dict[str, str]) -> int:
     """Stops and targets that protect no open position are cancelled: one left resting on a
     flat symbol could trigger later and trade. They are ours recorded for a position no longer
     open (a cancel failed as it closed), or ours resting on the exchange that no open position
     holds (a `p95-` id the database does not know, say). Ours the exchange no longer has are
-    recorded CANCELED as well; orders placed by others are left alone. Returns how many."""
-    # Read before the lock (on Binance, per symbol); each candidate is asked about again
-    # under it, so an order cancelled or replaced meanwhile is not taken for a stray.
-    resting = {o.client_order_id: o.symbol for o in await engine.exchange.fetch_open_orders()
-               if o.type in RESTING_TYPES}
+    recorded CANCELED as well; one that filled is recorded FILLED (its fill, against a later
+    position, is left to the quantity check); orders placed by others are left alone. Returns
+    how many were cancelled. `resting`: read before the lock; each candidate is asked about
+    again under it, so an order cancelled or replaced meanwhile is not taken for a stray."""
     async with engine.lock:  # nothing placed, filled or closed meanwhile
         guarded = {cid for position in await engine.open_positions()
                    for cid in (position.stop_order_id, position.target_order_id) if cid}
@@ -204,16 +211,24 @@ async def _cancel_strays(engine: ExecutionEngine) -> int:
                 OrderRecord.client_order_id.in_(list(resting))))).all()) if resting else set()
         candidates = orphaned | {cid: symbol for cid, symbol in resting.items()
                                  if cid not in guarded
-                                 and (cid in known or cid.startswith(OUR_PREFIX))}
+                                 and (cid in known or cid.startswith(CLIENT_ID_PREFIX))}
         strays: defaultdict[str, list[str]] = defaultdict(list)
+        gone: list[str] = []
         for cid, symbol in candidates.items():
             found = await engine.exchange.fetch_order(symbol=symbol, client_order_id=cid)
-            if found is not None and found.status is OrderStatus.FILLED:
+            status = found.status if found is not None else None
+            if status is OrderStatus.FILLED:
                 log.warning("a protective order of no open position filled",
                             client_order_id=cid, symbol=symbol)
-            elif (found is not None and found.status is OrderStatus.OPEN) or cid in orphaned:
+                if cid in orphaned:  # recorded, so not asked about again every pass
+                    await engine._set_status([cid], "FILLED", error="filled with no position")
+            elif status is OrderStatus.OPEN:
                 strays[symbol].append(cid)
-        cancelled = 0
+            elif cid in orphaned:
+                gone.append(cid)
+        cancelled = len(gone)
+        if gone:
+            await engine._set_status(gone, "CANCELED", error="not on the exchange")
         for symbol, cids in strays.items():
             log.warning("cancelling protective orders of no open position", symbol=symbol,
                         client_order_ids=cids)
