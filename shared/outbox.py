@@ -62,6 +62,9 @@ def _staged_at() -> datetime:
 class Outbox:
     def __init__(self, producer: str, broker: Broker,
                  sessions: async_sessionmaker[AsyncSession]) -> None:
+        # A batch is published concurrently: in order only on one channel (broker.py).
+        if broker.publish_channels != 1:
+            raise ValueError("an outbox keeps its messages' order only on one publishing channel")
         self.producer = producer
         self.broker = broker
         self.sessions = sessions
@@ -111,6 +114,14 @@ class Outbox:
             batch, self._committed = self._committed, []
             await self._publish(batch)
             return len(batch)
+
+    async def send_pending(self) -> None:
+        """`flush` at the end of an operation whose effects are committed: a failure fails no
+        caller, as the relay sends the messages once the broker answers."""
+        try:
+            await self.flush()
+        except Exception as exc:
+            log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
 
     async def _publish(self, batch: list[Staged]) -> None:
         """Concurrently: issued in order on one channel (the broker must publish on one),

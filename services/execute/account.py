@@ -60,5 +60,5 @@ class AccountKeeper:
                 k: str(v) for k, v in account.model_dump(mode="json").items()})
         except Exception as exc:
             log.warning("account not mirrored to Redis", error=f"{type(exc).__name__}")
-        await self.engine.send_pending()
+        await self.engine.outbox.send_pending()
         return account

@@ -183,16 +183,9 @@ class ExecutionEngine:
         except Exception as exc:
             log.warning("trade:stream append failed", error=f"{type(exc).__name__}")
 
-    async def send_pending(self) -> None:
-        """The effects are committed; a broker outage only delays the messages (relay)."""
-        try:
-            await self.outbox.flush()
-        except Exception as exc:
-            log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
-
     async def _done(self) -> None:
         """The end of an operation: its messages go out, the derived state follows behind."""
-        await self.send_pending()
+        await self.outbox.send_pending()
         self.refresh_soon()
 
     # --- opening ---------------------------------------------------------------------
@@ -218,7 +211,7 @@ class ExecutionEngine:
                                              f"the {opposite} position could not be closed")
                 else:
                     await self._open(signal.signal_id, order)
-        await self.send_pending()
+        await self.outbox.send_pending()
         await self.settled()
 
     async def open_position(self, signal_id: str, plan: OrderPlan) -> PositionRecord | None:
@@ -689,7 +682,7 @@ class ExecutionEngine:
         if cause is not None:
             async with self.sessions.begin() as session:
                 self._stage(session, cause, "account.emergency", None)
-            await self.send_pending()
+            await self.outbox.send_pending()
         async with self.lock:
             for position in await self.open_positions():
                 try:
@@ -721,7 +714,7 @@ class ExecutionEngine:
                     severity: str = "warning", **details: Any) -> None:
         async with self.sessions.begin() as session:
             self.stage_alert(session, code, symbol, message, severity, **details)
-        await self.send_pending()
+        await self.outbox.send_pending()
 
     # --- what BRAIN, the dashboard and the monitor read ------------------------------
     # Derived from the books and refreshed behind them by one task: a burst of changes

@@ -78,7 +78,7 @@ async def reconcile(engine: ExecutionEngine) -> dict[str, int]:
     if any(done.values()):
         log.warning("reconciliation changed the books", **done)
         engine.books_changed()
-    await engine.send_pending()
+    await engine.outbox.send_pending()
     await engine.settled()
     return done
 

@@ -66,11 +66,6 @@ def _reason(code: ReasonCode, value: float | None, limit: float | None, message:
     return Reason(code=code, value=_finite(value), limit=_finite(limit), message=message)
 
 
-def _has_equity(portfolio: Portfolio) -> bool:
-    """E > 0 (False for nan too): only then are ratios to equity defined."""
-    return portfolio.equity > 0
-
-
 def signal_checks(
     *, symbol: str, sent_at: datetime | None, now: datetime, portfolio: Portfolio,
     limits: Limits,
@@ -110,7 +105,7 @@ def position_checks(
     if order.leverage > max_leverage:
         reasons.append(_reason(ReasonCode.LEVERAGE_EXCEEDS_MAX, order.leverage, max_leverage,
                                f"leverage {order.leverage}x above {max_leverage}x"))
-    has_equity = _has_equity(portfolio)
+    has_equity = portfolio.equity > 0  # False for nan too: no ratio to E exists
     if has_equity:  # without equity, INSUFFICIENT_MARGIN below refuses the order
         size = order.margin / portfolio.equity
         if size > limits.max_position_size:
@@ -173,7 +168,7 @@ def portfolio_checks(
     at_risk = sum(e.notional * e.stop_pct for e in others) + order.notional * new_stop_pct
     k = 1 + sum(1 for e in others if e.side == order.side)
     correlation = min(1 + 0.1 * (k - 1), 1.5)
-    if not _has_equity(portfolio):
+    if not portfolio.equity > 0:
         # no ratio to equity exists: any risk is too much (value None, not inf)
         reasons.append(_reason(ReasonCode.PORTFOLIO_RISK_EXCEEDS_MAX, None,
                                limits.max_portfolio_risk,

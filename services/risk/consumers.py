@@ -36,9 +36,9 @@ def consumers(broker: Broker, engine: RiskEngine, prefetch: int,
             case PositionClosed():
                 await engine.on_position_closed(payload)
                 await on_positions_changed()
-            case PositionUpdated():
-                await engine.on_position_updated(payload)
-                await on_positions_changed()
+            case PositionUpdated():  # sent on every price move: mostly nothing changed
+                if await engine.on_position_updated(payload):
+                    await on_positions_changed()
             case OrderUpdated():
                 await engine.on_order_updated(payload)
             case AccountUpdated():

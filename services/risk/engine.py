@@ -93,14 +93,6 @@ class RiskEngine:
 
     # --- state -----------------------------------------------------------------------
 
-    async def send_pending(self) -> None:
-        """Publish what the outbox holds. A failure fails no caller: the effects are committed
-        and the relay sends the messages once the broker answers."""
-        try:
-            await self.outbox.flush()
-        except Exception as exc:
-            log.warning("outbox not flushed now; the relay will", error=f"{type(exc).__name__}")
-
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[Book]:
         """One write at a time, from the book. Whatever fails in it, a commit included, has the
@@ -250,7 +242,7 @@ class RiskEngine:
                          reasons=[r.code.value for r in verdict.reasons],
                          reverse=verdict.reverse)
                 decided = verdict
-        await self.send_pending()
+        await self.outbox.send_pending()
         if decided is not None:
             await self._stream(signal.signal_id, signal.symbol, decided)
 
@@ -352,7 +344,7 @@ class RiskEngine:
                 row = await self._change_state(session, state, reason, changed_by, limits)
             self._keep_state(book, row)
             await self._mirror_state(row.trading_state)
-        await self.send_pending()
+        await self.outbox.send_pending()
 
     async def _change_state(self, session: AsyncSession, state: TradingState | None,
                             reason: str, changed_by: str,
@@ -415,7 +407,8 @@ class RiskEngine:
             if event.signal_id:
                 book.reservations.pop(event.signal_id, None)
 
-    async def on_position_updated(self, event: PositionUpdated) -> None:
+    async def on_position_updated(self, event: PositionUpdated) -> bool:
+        """Returns whether anything RISK keeps changed."""
         values = {"quantity": event.quantity, "margin": event.margin,
                   "stop_loss": event.stop_loss, "liquidation_price": event.liquidation_price}
         async with self._writing() as book:
@@ -423,7 +416,7 @@ class RiskEngine:
             # Sent on every price move: mostly nothing RISK keeps has changed. A position not in
             # the book is closed or unknown, which an update does not open.
             if known is None or all(getattr(known, k) == v for k, v in values.items()):
-                return
+                return False
             async with self.sessions.begin() as session:
                 await session.execute(
                     update(KnownPosition)
@@ -432,6 +425,7 @@ class RiskEngine:
                     .values(**values))
             for name, value in values.items():
                 setattr(known, name, value)
+        return True
 
     async def on_position_closed(self, event: PositionClosed) -> None:
         async with self._writing() as book:
@@ -494,7 +488,7 @@ class RiskEngine:
             if state is not None:
                 self._keep_state(book, state)
             await self._mirror_state(book.state.trading_state)
-        await self.send_pending()
+        await self.outbox.send_pending()
 
     async def on_emergency(self) -> None:
         await self.change_state(TradingState.HALTED, "emergency close by EXECUTE", "execute")

@@ -125,6 +125,6 @@ class LiquidationWatch:
                                    args=[position.position_id, int(current), int(previous)])
             self._levels[position.position_id] = previous
             raise
-        await self.engine.send_pending()
+        await self.engine.outbox.send_pending()
         log.warning("liquidation distance alert", code=code.value, symbol=position.symbol,
                     distance=distance)

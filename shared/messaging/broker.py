@@ -55,8 +55,9 @@ class Broker:
 
     A channel sends one publish at a time (aiormq holds its lock until the frame is written), so
     a service publishing for many concurrent requests can spread them over `publish_channels`
-    channels, taken in turn. Each publish still waits for its own confirm; two publishes are
-    only ordered if the second starts after the first returned.
+    channels, taken in turn. Each publish still waits for its own confirm. On one channel (the
+    default) publishes go out in the order they were issued, which shared/outbox.py relies on;
+    on several, two are only ordered if the second starts after the first returned.
     """
 
     def __init__(self, settings: Settings, producer: str, publish_channels: int = 1) -> None:

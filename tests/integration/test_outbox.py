@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.contracts import Envelope, ExecutionAlertRaised
 from shared.db import create_engine, session_factory
-from shared.messaging import BrokerUnavailableError, topology
+from shared.messaging import Broker, BrokerUnavailableError, topology
 from shared.outbox import Outbox, OutboxMessage
 from shared.tasks import stop_tasks
 from tests.integration.helpers import drain
@@ -181,3 +181,10 @@ async def test_the_relay_sends_what_memory_missed_once(sessions, broker, amqp):
     assert [m.message_id for m in received] == [e.message_id for e in envelopes]
     assert await drain(amqp, "notify_events", settle_s=0.5) == []
     assert await unpublished(sessions) == set()
+
+
+def test_an_outbox_refuses_a_broker_that_publishes_on_several_channels(sessions, broker):
+    """Its batches go out concurrently: in order only on one channel."""
+    spread = Broker(broker.settings, "execute", publish_channels=2)
+    with pytest.raises(ValueError, match="one publishing channel"):
+        Outbox("execute", spread, sessions)
