@@ -69,15 +69,46 @@ def make_brain(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any
     return factory
 
 
+def risk_factory(vhost: str, redis_prefix: str, database_url: str) -> Callable[..., Any]:
+    # Imported here: risk_fixtures imports this module.
+    from tests.integration.risk_fixtures import risk_settings, running_risk
+
+    def factory(**overrides: Any) -> Any:
+        return running_risk(risk_settings(vhost, redis_prefix, database_url, **overrides))
+
+    return factory
+
+
+@pytest.fixture
+def make_risk(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any) -> Callable[..., Any]:
+    """Builds a running RISK on SQLite with settings overrides: `async with make_risk(**kw)`."""
+    return risk_factory(vhost, redis_prefix, sqlite_url)
+
+
+@pytest.fixture
+def make_risk_on_postgres(vhost: str, redis_prefix: str, postgres_url: str, amqp: Any
+                          ) -> Callable[..., Any]:
+    return risk_factory(vhost, redis_prefix, postgres_url)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The test run on PostgreSQL, then on SQLite."""
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else sqlite_url
+
+
 @pytest.fixture
 def make_execute(vhost: str, redis_prefix: str, sqlite_url: str, amqp: Any
                  ) -> Callable[..., Any]:
-    """Builds a running EXECUTE with settings overrides: `async with make_execute(**kw)`."""
+    """Builds a running EXECUTE (on SQLite unless `database_url` is given) with settings
+    overrides: `async with make_execute(**kw)`."""
     # Imported here: execute_fixtures imports this module.
     from tests.integration.execute_fixtures import execute_settings, running_execute
 
-    def factory(clock: Callable[[], Any] | None = None, **overrides: Any) -> Any:
-        settings = execute_settings(vhost, redis_prefix, sqlite_url, **overrides)
+    def factory(clock: Callable[[], Any] | None = None, database_url: str | None = None,
+                **overrides: Any) -> Any:
+        settings = execute_settings(vhost, redis_prefix, database_url or sqlite_url,
+                                    **overrides)
         return running_execute(settings, clock=clock)
 
     return factory

@@ -30,6 +30,13 @@ def told(message: SentMessage) -> list[str]:
     return parts
 
 
+def first_told(sent: list[SentMessage], heading: str, after: int = 0) -> str | None:
+    """The plain text of the first event told in CHAT, from the `after`th message sent on,
+    with `heading` in its first line; looked for inside digests too."""
+    return next((text for m in sent[after:] if m.chat_id == CHAT
+                 for text in told(m) if heading in text.splitlines()[0]), None)
+
+
 @asynccontextmanager
 async def running_notify(settings: NotifySettings, clock: Clock = utc_now):
     app = create_app(settings, clock=clock)

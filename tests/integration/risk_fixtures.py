@@ -19,6 +19,7 @@ from shared.contracts import (
     Action,
     Decision,
     Envelope,
+    PositionOpened,
     Scores,
     Signal,
     SignalAnalyzed,
@@ -79,3 +80,12 @@ async def publish_analysis(broker: Broker, payload: SignalAnalyzed) -> Envelope:
                                                        "signal.analyzed")))
     await broker.publish(envelope, topology.ANALYSIS.name, topology.SIGNAL_PROCESS)
     return envelope
+
+
+def opened(position_id: str, symbol: str = "BTCUSDT", signal_id: str | None = None
+           ) -> PositionOpened:
+    """EXECUTE's report of a long position opened."""
+    return PositionOpened(
+        position_id=position_id, signal_id=signal_id, symbol=symbol, side="long",
+        quantity=0.1, entry_price=60000.0, margin=300.0, leverage=20, stop_loss=58800.0,
+        take_profit=61200.0, liquidation_price=57261.3, opened_at=datetime.now(UTC))

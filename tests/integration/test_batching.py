@@ -35,11 +35,6 @@ def row(key: str, **fields: Any) -> dict[str, Any]:
     } | fields
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request, sqlite_url):
-    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else sqlite_url
-
-
 @pytest.fixture
 async def sessions(database_url):
     engine = create_engine(database_url)

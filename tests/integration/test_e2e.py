@@ -12,13 +12,12 @@ from typing import Any
 
 from tests.conftest import AMQP_URL, REDIS_URL
 from tests.fakes.telegram import FakeTelegram
-from tests.integration.notify_fixtures import told
+from tests.integration.notify_fixtures import CHAT, first_told
 from tests.outcomes import book_mismatches, outcomes
 from tests.stack import Stack, running_stack, stack_env, until
 
 SECRET = "e2e-webhook-secret-5m1"
 KEY = {"X-API-Key": "e2e-api-key-2v7"}
-CHAT = 424242
 BTC = 43123.5
 
 
@@ -33,8 +32,7 @@ async def message(telegram: FakeTelegram, heading: str, after: int = 0) -> str:
     `heading` in its first line. Events that pile up while one is being sent go out merged
     into one digest (notify.md, "Delivery"), so each is looked for inside digests too."""
     async def found() -> str | None:
-        return next((text for m in telegram.sent[after:] if m.chat_id == CHAT
-                     for text in told(m) if heading in text.splitlines()[0]), None)
+        return first_told(telegram.sent, heading, after)
 
     return await until(found, 30, what=f"a Telegram message headed {heading!r}")
 

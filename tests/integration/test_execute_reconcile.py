@@ -5,28 +5,14 @@ broker and Redis)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from services.execute.exchange.base import ExchangeUnavailable, OrderSide, OrderStatus, OrderType
 from services.execute.models import OrderRecord, PaperOrder
 from services.execute.reconcile import reconcile
-from tests.integration.execute_fixtures import count, execute_settings, plan, running_execute
-
-
-@pytest.fixture(params=["postgres_url", "sqlite_url"])
-def make_execute_db(request: pytest.FixtureRequest, vhost: str, redis_prefix: str, amqp: Any
-                    ) -> Callable[..., Any]:
-    """`make_execute` on PostgreSQL, and on SQLite."""
-    database_url = request.getfixturevalue(request.param)
-
-    def factory(**overrides: Any) -> Any:
-        return running_execute(execute_settings(vhost, redis_prefix, database_url, **overrides))
-
-    return factory
+from tests.integration.execute_fixtures import count, plan
 
 
 async def statuses(execute, *cids: str) -> dict[str, str]:
@@ -53,8 +39,8 @@ async def close_with_cancels_failing(engine, position_id: str) -> None:
 
 
 async def test_a_closed_positions_stop_and_target_left_resting_are_cancelled(
-        make_execute_db):
-    async with make_execute_db() as execute:
+        make_execute, database_url):
+    async with make_execute(database_url=database_url) as execute:
         engine = execute.app.state.engine
         exchange = engine.exchange
         await exchange.on_tick("BTCUSDT", 43123.5, 43123.5)
@@ -84,10 +70,10 @@ async def test_a_closed_positions_stop_and_target_left_resting_are_cancelled(
 
 
 async def test_a_resting_order_of_ours_for_no_position_is_cancelled_and_others_left_alone(
-        make_execute_db):
+        make_execute, database_url):
     """A `p95-` stop the database has no record of (a restored database, say) is ours and
     protects nothing: cancelled. An order placed by hand on the exchange is not ours."""
-    async with make_execute_db() as execute:
+    async with make_execute(database_url=database_url) as execute:
         engine = execute.app.state.engine
         exchange = engine.exchange
         await exchange.on_tick("BTCUSDT", 43123.5, 43123.5)
@@ -108,10 +94,10 @@ async def test_a_resting_order_of_ours_for_no_position_is_cancelled_and_others_l
 
 
 async def test_a_closed_positions_stop_gone_from_the_exchange_is_recorded_cancelled(
-        make_execute_db):
+        make_execute, database_url):
     """Recorded resting, but the exchange let it go (it expired: no position to reduce):
     our books say so, instead of asking about it at every pass."""
-    async with make_execute_db() as execute:
+    async with make_execute(database_url=database_url) as execute:
         engine = execute.app.state.engine
         exchange = engine.exchange
         await exchange.on_tick("BTCUSDT", 43123.5, 43123.5)

@@ -11,7 +11,6 @@ from itertools import pairwise
 from structlog.testing import capture_logs
 
 from services.notify import consumers
-from services.notify.messages import DIGEST_SEPARATOR
 from shared.contracts import (
     AccountUpdated,
     Action,
@@ -28,7 +27,7 @@ from shared.contracts import (
 from shared.messaging import topology
 from tests.fakes.telegram import FakeTelegram, SentMessage
 from tests.integration.conftest import API_KEY
-from tests.integration.notify_fixtures import CHAT
+from tests.integration.notify_fixtures import CHAT, told
 
 
 def opened(position_id: str = "p-1", symbol: str = "BTCUSDT",
@@ -90,15 +89,7 @@ async def publish_numbered(broker, numbers) -> list[tuple[Envelope, str, str]]:
 
 def events(sent: list[SentMessage]) -> list[str]:
     """What the chat was told, one plain text per event: digests taken apart."""
-    told: list[str] = []
-    for message in sent:
-        head, *parts = message.plain.split(DIGEST_SEPARATOR)
-        if parts:
-            assert head == f"🗂 {len(parts)} messages", head
-            told.extend(parts)
-        else:
-            told.append(head)
-    return told
+    return [text for message in sent for text in told(message)]
 
 
 async def wait_events(telegram: FakeTelegram, count: int, within_s: float) -> list[str]:

@@ -19,7 +19,7 @@ from tests.integration.execute_fixtures import (
     protected_positions,
     until,
 )
-from tests.integration.notify_fixtures import CHAT, STRANGER, told
+from tests.integration.notify_fixtures import CHAT, STRANGER, first_told
 from tests.integration.risk_fixtures import Risk
 from tests.integration.serving import served
 
@@ -53,8 +53,7 @@ class Live:
         being sent go out merged into one digest, so they are looked for inside digests too
         (a command's reply always goes alone: `reply`)."""
         async def found() -> str | None:
-            return next((text for m in self.telegram.sent[after:] if m.chat_id == CHAT
-                         for text in told(m) if heading in text.splitlines()[0]), None)
+            return first_told(self.telegram.sent, heading, after)
 
         return await until(found, 15, what=f"an event headed {heading!r}")
 

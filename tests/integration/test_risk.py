@@ -23,19 +23,9 @@ from tests.integration.helpers import body, drain
 from tests.integration.risk_fixtures import (
     analysis,
     publish_analysis,
-    risk_settings,
-    running_risk,
 )
 
 KEY = {"X-API-Key": API_KEY}
-
-
-@pytest.fixture
-def make_risk(vhost, redis_prefix, sqlite_url, amqp):
-    def factory(**overrides):
-        return running_risk(risk_settings(vhost, redis_prefix, sqlite_url, **overrides))
-
-    return factory
 
 
 @pytest.fixture

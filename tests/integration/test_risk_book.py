@@ -20,22 +20,13 @@ from shared.contracts import (
     Decision,
     OrderUpdated,
     PositionClosed,
-    PositionOpened,
     PositionUpdated,
     TradingState,
 )
 from shared.outbox import OutboxMessage
 from tests.integration.conftest import API_KEY
 from tests.integration.helpers import body, drain
-from tests.integration.risk_fixtures import analysis, risk_settings, running_risk
-
-
-@pytest.fixture
-def make_risk(vhost, redis_prefix, postgres_url, amqp):
-    def factory(**overrides):
-        return running_risk(risk_settings(vhost, redis_prefix, postgres_url, **overrides))
-
-    return factory
+from tests.integration.risk_fixtures import analysis, opened
 
 
 def contents(book: Book) -> dict[str, Any]:
@@ -56,13 +47,6 @@ async def kept_and_stored(engine) -> tuple[dict[str, Any], dict[str, Any]]:
     return contents(await engine._read()), contents(await engine._load())
 
 
-def opened(position_id: str, symbol: str, signal_id: str | None = None) -> PositionOpened:
-    return PositionOpened(
-        position_id=position_id, signal_id=signal_id, symbol=symbol, side="long",
-        quantity=0.1, entry_price=60000.0, margin=300.0, leverage=20, stop_loss=58800.0,
-        take_profit=61200.0, liquidation_price=57261.3, opened_at=datetime.now(UTC))
-
-
 def closed(position_id: str, symbol: str, reason: str, remaining: float = 0.0
            ) -> PositionClosed:
     return PositionClosed(
@@ -72,9 +56,9 @@ def closed(position_id: str, symbol: str, reason: str, remaining: float = 0.0
 
 
 async def test_the_book_kept_by_every_kind_of_write_is_the_one_read_after_a_restart(
-    make_risk
+    make_risk_on_postgres
 ):
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         engine = risk.app.state.engine
         now = datetime.now(UTC)
         await engine.on_account_updated(AccountUpdated(
@@ -111,15 +95,15 @@ async def test_the_book_kept_by_every_kind_of_write_is_the_one_read_after_a_rest
         assert kept["limits"].max_open_positions == 8
         status = await risk.status()
 
-    async with make_risk() as restarted:
+    async with make_risk_on_postgres() as restarted:
         assert contents(await restarted.app.state.engine._read()) == kept
         assert await restarted.status() == status
 
 
-async def test_a_verdict_that_halts_trading_leaves_the_book_halted(make_risk):
+async def test_a_verdict_that_halts_trading_leaves_the_book_halted(make_risk_on_postgres):
     """Resumed while today's loss is still past the limit: the next entry halts trading
     again, in the book as in the table."""
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         engine = risk.app.state.engine
         await engine.on_account_updated(AccountUpdated(
             wallet_balance=9000, equity=9000, used_margin=0, free_margin=9000,
@@ -134,10 +118,11 @@ async def test_a_verdict_that_halts_trading_leaves_the_book_halted(make_risk):
         assert kept["approvals"] == [] and kept["reservations"] == {}
 
 
-async def test_a_failed_verdict_changes_nothing_and_is_decided_on_the_next_delivery(make_risk):
+async def test_a_failed_verdict_changes_nothing_and_is_decided_on_the_next_delivery(
+        make_risk_on_postgres):
     """An error the database raises as a unique violation that is not a second verdict must
     not pass for a redelivery: the analysis would be acked without a verdict."""
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         engine = risk.app.state.engine
         before = contents(await engine._read())
         async with engine.sessions.begin() as session:
@@ -163,8 +148,8 @@ async def test_a_failed_verdict_changes_nothing_and_is_decided_on_the_next_deliv
         assert len(kept["approvals"]) == 1
 
 
-async def test_a_failed_event_changes_nothing_until_it_is_handled_again(make_risk):
-    async with make_risk() as risk:
+async def test_a_failed_event_changes_nothing_until_it_is_handled_again(make_risk_on_postgres):
+    async with make_risk_on_postgres() as risk:
         engine = risk.app.state.engine
         entry = analysis()
         await engine.decide(entry)
@@ -212,11 +197,11 @@ class AnswerLost:
 
 
 async def test_a_verdict_committed_whose_answer_was_lost_is_kept_and_not_decided_again(
-    make_risk, amqp, monkeypatch
+    make_risk_on_postgres, amqp, monkeypatch
 ):
     """The book cannot tell whether such a commit happened, so it is read again; the
     redelivery finds the verdict already made."""
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         engine = risk.app.state.engine
         entry = analysis()
         monkeypatch.setattr(engine, "sessions", AnswerLost(engine.sessions))
@@ -240,8 +225,8 @@ async def test_a_verdict_committed_whose_answer_was_lost_is_kept_and_not_decided
         assert len({body(m)["message_id"] for m in verdicts}) == 1
 
 
-async def test_reservations_expire_from_the_book_as_from_the_table(make_risk):
-    async with make_risk(reservation_ttl_s=0.5) as risk:
+async def test_reservations_expire_from_the_book_as_from_the_table(make_risk_on_postgres):
+    async with make_risk_on_postgres(reservation_ttl_s=0.5) as risk:
         engine = risk.app.state.engine
         await engine.decide(analysis())
         assert len(await engine.reservations(datetime.now(UTC))) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from redis.asyncio import Redis
 
 from shared.contracts import (
@@ -17,37 +16,20 @@ from shared.contracts import (
     Envelope,
     OrderUpdated,
     PositionClosed,
-    PositionOpened,
 )
 from shared.messaging import topology
 from tests.conftest import REDIS_URL
 from tests.integration.helpers import body, drain
 from tests.integration.risk_fixtures import (
     analysis,
+    opened,
     publish_analysis,
-    risk_settings,
-    running_risk,
 )
-
-
-@pytest.fixture
-def make_risk(vhost, redis_prefix, postgres_url, amqp):
-    def factory(**overrides):
-        return running_risk(risk_settings(vhost, redis_prefix, postgres_url, **overrides))
-
-    return factory
 
 
 async def send(broker, payload, routing_key: str) -> None:
     await broker.publish(Envelope.wrap(payload, producer="execute", correlation_id="c"),
                          topology.TRADING_EXECUTION.name, routing_key)
-
-
-def opened(position_id: str, symbol: str = "BTCUSDT", signal_id: str | None = None):
-    return PositionOpened(
-        position_id=position_id, signal_id=signal_id, symbol=symbol, side="long",
-        quantity=0.1, entry_price=60000.0, margin=300.0, leverage=20, stop_loss=58800.0,
-        take_profit=61200.0, liquidation_price=57261.3, opened_at=datetime.now(UTC))
 
 
 def closed(position_id: str, symbol: str = "BTCUSDT", reason: str = "take_profit"):
@@ -72,8 +54,9 @@ def verdict_of(messages, signal_id):
     return found[0]
 
 
-async def test_positions_closed_before_their_opening_arrives_stay_closed(make_risk, broker):
-    async with make_risk() as risk:
+async def test_positions_closed_before_their_opening_arrives_stay_closed(
+        make_risk_on_postgres, broker):
+    async with make_risk_on_postgres() as risk:
         for i in range(10):  # the close overtakes the open: redelivery, replicas, backlog
             await send(broker, closed(f"p{i}", symbol=f"S{i}USDT"), f"position.closed.S{i}USDT")
             await send(broker, opened(f"p{i}", symbol=f"S{i}USDT"), f"position.opened.S{i}USDT")
@@ -88,9 +71,9 @@ async def test_positions_closed_before_their_opening_arrives_stay_closed(make_ri
 
 
 async def test_reservations_free_on_refusal_or_opening_not_on_a_reduce_only_fill(
-    make_risk, broker, amqp
+    make_risk_on_postgres, broker, amqp
 ):
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         first, second = analysis(symbol="BTCUSDT"), analysis(symbol="ETHUSDT", price=3000.0)
         await publish_analysis(broker, first)
         await publish_analysis(broker, second)
@@ -120,8 +103,8 @@ async def test_reservations_free_on_refusal_or_opening_not_on_a_reduce_only_fill
         await until(moved_to_positions)
 
 
-async def test_a_stop_out_starts_the_cooldown(make_risk, broker, amqp):
-    async with make_risk() as risk:
+async def test_a_stop_out_starts_the_cooldown(make_risk_on_postgres, broker, amqp):
+    async with make_risk_on_postgres() as risk:
         await send(broker, opened("pos-sl"), "position.opened.BTCUSDT")
         await send(broker, closed("pos-sl", reason="stop_loss"), "position.closed.BTCUSDT")
         await until(lambda: _no_open(risk))
@@ -138,8 +121,9 @@ async def _no_open(risk) -> bool:
     return (await risk.status())["open_positions"] == []
 
 
-async def test_equity_comes_from_the_account_and_a_daily_loss_halts(make_risk, broker, amqp):
-    async with make_risk() as risk:
+async def test_equity_comes_from_the_account_and_a_daily_loss_halts(
+        make_risk_on_postgres, broker, amqp):
+    async with make_risk_on_postgres() as risk:
         now = datetime.now(UTC)
         snapshot = AccountUpdated(wallet_balance=20000, equity=20000, used_margin=0,
                                   free_margin=20000, day_start_equity=20000, daily_pnl=0,
@@ -167,8 +151,8 @@ async def test_equity_comes_from_the_account_and_a_daily_loss_halts(make_risk, b
         assert state == "HALTED"
 
 
-async def test_an_emergency_close_halts_trading(make_risk, broker, amqp):
-    async with make_risk() as risk:
+async def test_an_emergency_close_halts_trading(make_risk_on_postgres, broker, amqp):
+    async with make_risk_on_postgres() as risk:
         await send(broker, EmergencyCloseTriggered(daily_pnl=-600, day_start_equity=10000,
                                                    threshold=-500,
                                                    triggered_at=datetime.now(UTC)),
@@ -178,8 +162,8 @@ async def test_an_emergency_close_halts_trading(make_risk, broker, amqp):
         assert (await risk.status())["trading_state"] == "HALTED"
 
 
-async def test_a_stale_close_is_refused(make_risk, broker, amqp):
-    async with make_risk():
+async def test_a_stale_close_is_refused(make_risk_on_postgres, broker, amqp):
+    async with make_risk_on_postgres():
         close = analysis(action=Action.CLOSE, decision=Decision.CLOSE)
         old = close.signal.model_copy(update={"received_at": datetime.now(UTC)
                                               - timedelta(minutes=10)})
@@ -192,7 +176,7 @@ async def test_a_stale_close_is_refused(make_risk, broker, amqp):
 
 
 async def test_a_liquidation_level_is_not_alerted_again_after_a_restart(
-    make_risk, broker, amqp
+    make_risk_on_postgres, broker, amqp
 ):
     redis = Redis.from_url(REDIS_URL)
 
@@ -200,14 +184,14 @@ async def test_a_liquidation_level_is_not_alerted_again_after_a_restart(
         await redis.xadd(risk.settings.redis_prefix + "market:stream",
                          {"symbol": "BTCUSDT", "price": str(price), "ts": "0"})
 
-    async with make_risk() as risk:
+    async with make_risk_on_postgres() as risk:
         await send(broker, opened("pos-liq"), "position.opened.BTCUSDT")
         await until(lambda: _has_open(risk))
         await asyncio.sleep(0.5)
         await tick(risk, 58500)  # inside the warning band
         [warning] = await drain(amqp, "risk_alerts", expect=1)
         assert body(warning)["payload"]["code"] == "LIQUIDATION_WARNING"
-    async with make_risk() as restarted:
+    async with make_risk_on_postgres() as restarted:
         await asyncio.sleep(0.5)
         await tick(restarted, 58450)  # still in the band: nothing new
         assert await drain(amqp, "risk_alerts", settle_s=1.0) == []
