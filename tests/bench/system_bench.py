@@ -323,6 +323,9 @@ async def bench(args: argparse.Namespace, env: dict[str, str], vhost: str, datab
                 Check("burst", "response p50 / p99",
                       f"{ms(percentile(times, 50))} / {ms(percentile(times, 99))}"),
                 Check("burst", "statuses", json.dumps(report["burst"]["statuses"])),
+                # "lost" counts accepted alerts only: one refused is lost for TradingView too.
+                Check("burst", "accepted (202)", f"{len(played.signals)}/{count}", str(count),
+                      len(played.signals) == count),
                 *(Check("burst", f"outcome {final}", str(n))
                   for final, n in sorted(report["burst"]["finals"].items())),
                 Check("burst", "lost", str(len(played.lost)), "0", not played.lost),
